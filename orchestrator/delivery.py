@@ -1,0 +1,183 @@
+"""Getting events to clients: encode once, enqueue to every recipient, bound what waits.
+
+python-socketio's emit creates a task per recipient and encodes per call, and Engine.IO's
+per-client queue is unbounded, so one client that stops reading would grow the server without
+limit. Here every packet is encoded once, put straight on each recipient's Engine.IO queue
+(a `MeteredQueue` that counts bytes), data frames (SendData) get a per-recipient budget with
+oldest-first dropping, and a client whose queue passes a hard limit is disconnected.
+
+Relies on two python-engineio internals, covered by tests: `AsyncServer.create_queue` (the factory
+every socket's outgoing queue comes from) and `AsyncServer.sockets` (eio sid -> socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from .model import Note
+from .settings import Settings
+from .stats import Stats
+
+log = logging.getLogger("orchestrator.delivery")
+
+
+class FramePacket(eio_packet.Packet):
+    """The first Engine.IO packet of a droppable data frame; `parts` packets belong to it."""
+
+    parts: int = 1
+
+
+class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """An Engine.IO outgoing queue that knows how many bytes and data frames it holds."""
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: collections.deque[Any] = collections.deque()
+        self.bytes = 0
+        self.data_frames = 0
+        self.data_bytes = 0
+
+    def _put(self, item: Any) -> None:
+        self._queue.append(item)
+        self.bytes += _size(item)
+
+    def _get(self) -> Any:
+        item = self._queue.popleft()
+        size = _size(item)
+        self.bytes -= size
+        if getattr(item, "frame_bytes", None) is not None:
+            self.data_frames -= 1
+            self.data_bytes -= item.frame_bytes
+        return item
+
+    def put_frame(self, packets: list[eio_packet.Packet], frame_bytes: int) -> None:
+        head = packets[0]
+        head.frame_bytes = frame_bytes  # type: ignore[attr-defined]
+        for pkt in packets:
+            self.put_nowait(pkt)
+        self.data_frames += 1
+        self.data_bytes += frame_bytes
+
+    def drop_oldest_frame(self) -> bool:
+        """Remove the oldest waiting data frame (all its packets); False if there is none."""
+        queue = self._queue
+        for index, item in enumerate(queue):
+            frame_bytes = getattr(item, "frame_bytes", None)
+            if frame_bytes is None:
+                continue
+            parts = item.parts
+            for _ in range(parts):
+                victim = queue[index]
+                del queue[index]
+                self.bytes -= _size(victim)
+            self.data_frames -= 1
+            self.data_bytes -= frame_bytes
+            # asyncio.Queue tracks unfinished tasks for join(); keep it consistent.
+            self._unfinished_tasks -= parts
+            if self._unfinished_tasks == 0:
+                self._finished.set()
+            return True
+        return False
+
+
+def _size(item: Any) -> int:
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, str | bytes | bytearray) else 0
+
+
+def encode_event(event: str, args: tuple[Any, ...], namespace: str = "/") -> list[eio_packet.Packet]:
+    """One Socket.IO event as the Engine.IO packets every recipient can share."""
+    pkt = sio_packet.Packet(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+    encoded = pkt.encode()
+    if not isinstance(encoded, list):
+        encoded = [encoded]
+    return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+
+
+def encode_frame(event: str, args: tuple[Any, ...], frame_bytes: int) -> list[eio_packet.Packet]:
+    pkt = sio_packet.Packet(sio_packet.EVENT, namespace="/", data=[event, *args])
+    encoded = pkt.encode()
+    if not isinstance(encoded, list):
+        encoded = [encoded]
+    head = FramePacket(eio_packet.MESSAGE, encoded[0])
+    head.parts = len(encoded)
+    return [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded[1:]]
+
+
+class Delivery:
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings, stats: Stats) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.stats = stats
+        self._queues: dict[str, tuple[str, MeteredQueue]] = {}  # user id -> (sid, queue)
+        sio.eio.create_queue = lambda *a, **kw: MeteredQueue()  # type: ignore[method-assign]
+
+    def attach(self, user_id: str, sid: str) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        sock = self.sio.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        self._queues[user_id] = (sid, sock.queue)
+
+    def detach(self, user_id: str) -> None:
+        self._queues.pop(user_id, None)
+
+    def queue_of(self, user_id: str) -> MeteredQueue | None:
+        entry = self._queues.get(user_id)
+        return entry[1] if entry else None
+
+    def deliver(self, notes: list[Note]) -> None:
+        for note in notes:
+            self.send(note.to, note.event, note.args)
+
+    def send(self, to: tuple[str, ...] | list[str], event: str, args: tuple[Any, ...]) -> None:
+        """A control event: always enqueued (never dropped), unless the recipient is hopelessly behind."""
+        if not to:
+            return
+        packets = encode_event(event, args)
+        queues = self._queues
+        for user_id in to:
+            entry = queues.get(user_id)
+            if entry is None:
+                continue
+            sid, queue = entry
+            for pkt in packets:
+                queue.put_nowait(pkt)
+            if queue.bytes > self.settings.max_outgoing_bytes:
+                self._overflow(user_id, sid, queue)
+        self.stats.events_out[event] += len(to)
+
+    def send_data(self, to: list[str], event: str, args: tuple[Any, ...], frame_bytes: int) -> None:
+        """A data frame: encoded once; each recipient keeps at most its budget, newest frames win."""
+        packets = encode_frame(event, args, frame_bytes)
+        max_frames = self.settings.data_queue_frames
+        max_bytes = self.settings.data_queue_bytes
+        stats = self.stats
+        queues = self._queues
+        for user_id in to:
+            entry = queues.get(user_id)
+            if entry is None:
+                continue
+            queue = entry[1]
+            while (queue.data_frames >= max_frames or queue.data_bytes + frame_bytes > max_bytes) \
+                    and queue.drop_oldest_frame():
+                stats.data_dropped["slow_consumer"] += 1
+            if queue.data_bytes + frame_bytes > max_bytes:
+                stats.data_dropped["frame_over_budget"] += 1
+                continue
+            queue.put_frame(packets, frame_bytes)
+            stats.data_frames_out += 1
+            stats.data_bytes_out += frame_bytes
+
+    def _overflow(self, user_id: str, sid: str, queue: MeteredQueue) -> None:
+        log.warning("disconnecting user %s: %d bytes waiting to be sent (limit %d); it is not reading",
+                    user_id, queue.bytes, self.settings.max_outgoing_bytes)
+        self.stats.rejected["outgoing_overflow"] += 1
+        self._queues.pop(user_id, None)
+        asyncio.get_running_loop().create_task(self.sio.disconnect(sid))

@@ -1,0 +1,346 @@
+"""The orchestrator application: Socket.IO server, connections, command dispatch, ASGI routing.
+
+Events of one client are handled inline, in arrival order (`async_handlers=False`): a client's
+SendData frames and scene events never overtake each other, while each client's connection has
+its own reader task, so unrelated clients are not serialised behind one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hmac
+import ipaddress
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+
+from . import handlers
+from .asgi import Receive, Scope, Send
+from .clock import NtpClock
+from .delivery import Delivery
+from .handlers import COMMANDS, EVENTS, CommandSpec, Context, EventFn
+from .handlers.streams import OK_EMPTY
+from .http import probes
+from .http.responses import respond
+from .model import Model, Outcome, Session, User
+from .protocol import CommandError, Err, envelope
+from .settings import Settings
+from .stats import Stats
+from .streams_port import NoStreams, StreamsPort, WorkerUnavailable
+
+log = logging.getLogger("orchestrator")
+
+Handler = Callable[..., Awaitable[dict[str, Any] | None]]
+Route = Callable[["App", Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Conn:
+    """One Socket.IO connection; it becomes a user at Login (every connection is its own user)."""
+
+    sid: str
+    peer: str
+    host: str
+    token: str | None
+    user_id: str | None = None
+
+    def require_user(self) -> str:
+        if self.user_id is None:
+            raise CommandError(Err.NOT_LOGGED_IN)
+        return self.user_id
+
+
+def host_without_port(host_header: str) -> str:
+    """`example.org:8090` → `example.org`; `[::1]:8090` → `::1` (URLs are bracketed when rendered)."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    if host_header.count(":") == 1:
+        return host_header.split(":", 1)[0]
+    return host_header
+
+
+class App:
+    def __init__(self, settings: Settings, streams: StreamsPort | None = None) -> None:
+        self.settings = settings
+        self.instance_id = str(uuid.uuid4())
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            async_handlers=False,
+            max_http_buffer_size=settings.max_http_buffer_size,
+            cors_allowed_origins=settings.cors_origins if settings.cors_origins != ["*"] else "*",
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_timeout_s,
+            http_compression=False,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.stats = Stats()
+        self.delivery = Delivery(self.sio, settings, self.stats)
+        self.streams: StreamsPort = streams or NoStreams()
+        self.model = Model(sfu_data=self._sfu_data)
+        self.clock = NtpClock(settings.ntp_servers, timeout_s=settings.ntp_timeout_s,
+                              refresh_s=settings.ntp_refresh_s)
+        self.conns: dict[str, Conn] = {}
+        self.draining = False
+        self.exit_code = 0
+        self.stop_requested: Callable[[], None] = lambda: None  # set by whoever runs the server
+        self.routes: dict[str, Route] = {"/livez": probes.livez, "/readyz": probes.readyz}
+        self._trusted = settings.trusted()
+        self._engineio_app = socketio.ASGIApp(self.sio, socketio_path="socket.io")
+        self._register_handlers()
+
+    # -- ASGI --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["path"].startswith("/socket.io"):
+            await self._engineio_app(scope, receive, send)
+        elif kind == "http" and scope["path"] in self.routes:
+            await self.routes[scope["path"]](self, scope, receive, send)
+        elif kind == "http":
+            await respond(send, 404, b"not found\n")
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        self.clock.start()
+        await self.streams.start()
+        # Long-lived objects created so far never need collecting again; with thousands of
+        # clients the default thresholds make full collections stall the loop for a second.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+
+    async def shutdown(self) -> None:
+        for sid in list(self.conns):
+            await self.sio.disconnect(sid)
+        await self.streams.stop()
+        await self.clock.stop()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        handlers.load_all()
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        for name, spec in COMMANDS.items():
+            self.sio.on(name, self._command_handler(name, spec))
+        for name, fn in EVENTS.items():
+            self.sio.on(name, self._event_handler(name, fn))
+        self.sio.on("*", self._on_unknown)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        scope = environ.get("asgi.scope", {})
+        client = scope.get("client") or ("", 0)
+        server = scope.get("server") or ("127.0.0.1", 0)
+        host = host_without_port(environ.get("HTTP_HOST", "")) or str(server[0])
+        token = None
+        if isinstance(auth, dict):
+            candidate = auth.get("token", auth.get("operatorToken"))
+            token = candidate if isinstance(candidate, str) else None
+        self.conns[sid] = Conn(sid=sid, peer=str(client[0]), host=host, token=token)
+        self.stats.connections_total += 1
+        return True
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is not None and conn.user_id is not None:
+            await self.logout(conn)
+
+    def is_operator(self, conn: Conn, data: dict[str, Any]) -> bool:
+        expected = self.settings.operator_token
+        if expected:
+            supplied = conn.token or data.get("operatorToken")
+            return isinstance(supplied, str) and hmac.compare_digest(supplied.encode(), expected.encode())
+        try:
+            address = ipaddress.ip_address(conn.peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._trusted)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _command_handler(self, name: str, spec: CommandSpec) -> Handler:
+        async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
+            conn = self.conns.get(sid)
+            if conn is None:
+                return None
+            data = args[0] if args else {}
+            command_id = data.get("commandId") if isinstance(data, dict) else None
+            ctx: Context | None = None
+            try:
+                if not isinstance(data, dict):
+                    raise CommandError(Err.INVALID_REQUEST, "the command's argument must be a JSON object")
+                if spec.operator and not self.is_operator(conn, data):
+                    raise CommandError(Err.UNAUTHORIZED, "operator rights required")
+                ctx = Context(self, conn, data)
+                if spec.login:
+                    ctx.user_id  # noqa: B018 (raises NOT_LOGGED_IN)
+                reply = envelope(Err.OK, await spec.fn(ctx), command_id=command_id)
+                code = Err.OK
+            except CommandError as exc:
+                code = exc.code
+                reply = envelope(exc.code, detail=exc.detail, command_id=command_id)
+                self.log_refusal_for(conn, name, exc)
+            except Exception:
+                log.exception("command %s from %s failed", name, conn.user_id or conn.sid)
+                code = Err.INTERNAL_ERROR
+                reply = envelope(Err.INTERNAL_ERROR, command_id=command_id)
+            self.stats.commands[(name, int(code))] += 1
+            if ctx is not None and ctx.after_ack:
+                loop = asyncio.get_running_loop()
+                for work in ctx.after_ack:
+                    loop.call_soon(work)
+            return reply
+        return handle
+
+    def _event_handler(self, name: str, fn: EventFn) -> Handler:
+        events_in = self.stats.events_in
+        rejected = self.stats.rejected
+
+        async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
+            conn = self.conns.get(sid)
+            if conn is None:
+                return None
+            events_in[name] += 1
+            try:
+                body = await fn(self, conn, args)
+            except CommandError as exc:
+                rejected[f"{name}:{int(exc.code)}"] += 1
+                log.debug("%s from %s refused: %s", name, conn.user_id or sid, exc)
+                return envelope(exc.code, detail=exc.detail)
+            except Exception:
+                log.exception("event %s from %s failed", name, conn.user_id or sid)
+                return envelope(Err.INTERNAL_ERROR)
+            return body if body is OK_EMPTY else envelope(Err.OK, body)
+        return handle
+
+    async def _on_unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        self.stats.rejected["unknown_event"] += 1
+        log.debug("unknown event %.64r from %s ignored", event, sid)
+        return envelope(Err.UNKNOWN_COMMAND, detail=str(event)[:64])
+
+    def log_refusal_for(self, conn: Conn, name: str, exc: CommandError) -> None:
+        log.debug("%s from %s refused: %d %s", name, conn.user_id or conn.sid, exc.code, exc)
+
+    def log_refusal(self, ctx: Context, exc: CommandError) -> None:
+        self.log_refusal_for(ctx.conn, "command", exc)
+
+    # -- operations the handlers share -------------------------------------------------------
+
+    def check_accepting(self) -> None:
+        if self.draining:
+            raise CommandError(Err.DRAINING)
+
+    def login(self, conn: Conn, name: str) -> str:
+        if conn.user_id is not None and conn.user_id in self.model.users:
+            return conn.user_id  # a repeated Login on one connection keeps its user
+        user = self.model.login(name, host=conn.host)
+        conn.user_id = user.user_id
+        self.delivery.attach(user.user_id, conn.sid)
+        return user.user_id
+
+    async def logout(self, conn: Conn) -> None:
+        user_id = conn.user_id
+        if user_id is None:
+            return
+        conn.user_id = None
+        session_id = self.model.users[user_id].session_id if user_id in self.model.users else None
+        outcome = self.model.logout(user_id)
+        self.delivery.detach(user_id)
+        if session_id in self.model.sessions:
+            self.session_changed(self.model.sessions[session_id])
+        await self.settle(outcome)
+
+    async def add_session(self, conn: Conn, **fields: Any) -> Session:
+        user = self.model.user(conn.require_user())
+        if user.session_id is not None:
+            raise CommandError(Err.ALREADY_IN_OTHER_SESSION)
+        session_id = str(uuid.uuid4())
+        try:
+            await self.streams.acquire(session_id, fields["protocol"])
+        except WorkerUnavailable as exc:
+            log.warning("session %r refused: %s", fields["name"], exc)
+            raise CommandError(Err.NO_WORKER_AVAILABLE, str(exc)) from None
+        try:
+            session = self.model.add_session(user.user_id, session_id=session_id, **fields)
+        except BaseException:
+            await self.streams.release(session_id)
+            raise
+        self.session_changed(session)
+        log.info("session %s %r (%s) created by %s", session_id, session.name, session.protocol, user.user_id)
+        return session
+
+    def session_changed(self, session: Session) -> None:
+        self.streams.update_load(session.session_id, len(session.members))
+
+    async def settle(self, outcome: Outcome) -> None:
+        """Deliver what a state change caused and give closed sessions' workers back."""
+        self.delivery.deliver(outcome.notes)
+        for session_id in outcome.closed_sessions:
+            log.info("session %s closed", session_id)
+            await self.streams.release(session_id)
+
+    def stream_ack_body(self, user: User) -> dict[str, Any]:
+        body = self.model.stream_info(user)
+        session = self.model.sessions.get(user.session_id) if user.session_id else None
+        body["sfuData"] = self._sfu_data(session, user) if session else {}
+        return body
+
+    def _sfu_data(self, session: Session, user: User) -> dict[str, str]:
+        return self.streams.sfu_data(session.session_id, user.user_id, user.host)
+
+    def dump(self) -> dict[str, Any]:
+        return {"id": self.instance_id, **self.model.dump(), "workers": self.streams.snapshot()}
+
+    def unready_reasons(self) -> list[str]:
+        reasons = []
+        if self.draining:
+            reasons.append("draining")
+        reasons.extend(self.streams.unready_reasons())
+        return reasons
+
+    def schedule_reset(self) -> None:
+        asyncio.get_running_loop().create_task(self.reset())
+
+    async def reset(self) -> None:
+        log.warning("operator reset: closing every session and disconnecting every client")
+        outcome = self.model.reset()
+        for conn in self.conns.values():
+            if conn.user_id is not None:
+                self.delivery.detach(conn.user_id)
+                conn.user_id = None
+        await self.settle(outcome)
+        await asyncio.sleep(0)  # let the SessionClosed notes reach the writers before the close
+        for sid in list(self.conns):
+            await self.sio.disconnect(sid)
+
+    def schedule_terminate(self) -> None:
+        log.warning("operator requested termination")
+        self.exit_code = 0
+        self.stop_requested()

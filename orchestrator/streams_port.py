@@ -1,0 +1,53 @@
+"""What the orchestrator needs from stream workers, as one small interface.
+
+`NoStreams` serves when no worker configuration is loaded: every session's data then flows through
+the orchestrator itself and `sfuData` holds empty strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class WorkerUnavailable(Exception):
+    """No stream worker can take a new session (pool exhausted, workers failed)."""
+
+
+class StreamsPort(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def acquire(self, session_id: str, protocol: str) -> None: ...
+    async def release(self, session_id: str) -> None: ...
+    def update_load(self, session_id: str, users: int) -> None: ...
+    def sfu_data(self, session_id: str, user_id: str, public_host: str) -> dict[str, str]: ...
+    def snapshot(self) -> list[dict[str, Any]]: ...
+    def unready_reasons(self) -> list[str]: ...
+
+
+EMPTY_SFU_DATA = {"url_gen": "", "url_audio": "", "url_pcc": ""}
+
+
+class NoStreams:
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def acquire(self, session_id: str, protocol: str) -> None:
+        pass
+
+    async def release(self, session_id: str) -> None:
+        pass
+
+    def update_load(self, session_id: str, users: int) -> None:
+        pass
+
+    def sfu_data(self, session_id: str, user_id: str, public_host: str) -> dict[str, str]:
+        return dict(EMPTY_SFU_DATA)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return []
+
+    def unready_reasons(self) -> list[str]:
+        return []
