@@ -79,7 +79,8 @@ class OrchestratorClient:
             self._events.put_nowait((name, args))
         return dispatch
 
-    async def next_event(self, name: str | None = None, timeout_s: float | None = None) -> tuple[str, tuple[Any, ...]]:
+    async def next_event(self, name: str | None = None,
+                         timeout_s: float | None = None) -> tuple[str, tuple[Any, ...]]:
         """The next server event (of `name`, skipping others), waiting at most `timeout_s`."""
         async with asyncio.timeout(timeout_s if timeout_s is not None else self.timeout_s):
             while True:
@@ -198,7 +199,8 @@ class OrchestratorClient:
 
     async def _acked(self, event: str, *args: Any) -> dict[str, Any]:
         reply = await self._sio.call(event, args, timeout=self.timeout_s)
-        if not isinstance(reply, dict) or reply.get("error") != 0:
-            code = reply.get("error", -1) if isinstance(reply, dict) else -1
-            raise OrchestratorError(code, reply.get("message", "") if isinstance(reply, dict) else repr(reply))
+        if not isinstance(reply, dict):
+            raise OrchestratorError(-1, f"malformed reply to {event}: {reply!r}")
+        if reply.get("error") != 0:
+            raise OrchestratorError(reply.get("error", -1), reply.get("message", ""))
         return reply.get("body", {})
