@@ -70,6 +70,19 @@ def empty_sfu_data(session: Session, user: User) -> dict[str, str]:
     return {"url_gen": "", "url_audio": "", "url_pcc": ""}
 
 
+def _scene_payload(data: Any) -> Any:
+    """Scene payloads are opaque (bytes from Unity); only absence is an error."""
+    if data is None or data == b"" or data == "":
+        raise CommandError(Err.SCENE_NO_DATA)
+    return data
+
+
+def _stream_kind(kind: Any) -> str:
+    if not kind or not isinstance(kind, str):
+        raise CommandError(Err.STREAM_MISSING_KIND)
+    return kind
+
+
 def subscription_key(user_id: str, kind: str) -> str:
     return f"{user_id}::{kind}"
 
@@ -278,24 +291,27 @@ class Model:
     def _message_body(sender: User, message: Any) -> dict[str, Any]:
         return {"messageFrom": sender.user_id, "messageFromName": sender.name, "message": message}
 
-    def scene_to_master(self, sender_id: str, data: bytes) -> Note:
+    def scene_to_master(self, sender_id: str, data: Any) -> Note:
         session = self.session_of(self.user(sender_id))
+        data = _scene_payload(data)
         if session.master_id is None:
             raise CommandError(Err.SCENE_NO_MASTER)
         return Note((session.master_id,), Ev.SCENE_EVENT_TO_MASTER,
                     ({"sceneEventFrom": sender_id, "sceneEventData": data},))
 
-    def scene_to_user(self, sender_id: str, target_id: Any, data: bytes) -> Note:
+    def scene_to_user(self, sender_id: str, target_id: Any, data: Any) -> Note:
         session = self.require_master(sender_id)
         if not target_id or not isinstance(target_id, str):
             raise CommandError(Err.SCENE_NO_TARGET)
         if target_id not in session.members:
             raise CommandError(Err.NOT_JOINED_ANY_SESSION)
+        data = _scene_payload(data)
         return Note((target_id,), Ev.SCENE_EVENT_TO_USER,
                     ({"sceneEventFrom": sender_id, "sceneEventData": data},))
 
-    def scene_to_all(self, sender_id: str, data: bytes) -> Note:
+    def scene_to_all(self, sender_id: str, data: Any) -> Note:
         session = self.require_master(sender_id)
+        data = _scene_payload(data)
         return Note(tuple(session.members), Ev.SCENE_EVENT_TO_USER,
                     ({"sceneEventFrom": sender_id, "sceneEventData": data},))
 
@@ -319,25 +335,27 @@ class Model:
         user.streams.pop(kind, None)
         return user
 
-    def subscribe(self, user_id: str, sender_id: str, kind: str) -> User:
+    def subscribe(self, user_id: str, sender_id: str, kind: Any) -> User:
         user = self.user(user_id)
         session = self.session_of(user)
         if sender_id not in session.members:
             raise CommandError(Err.NOT_JOINED_ANY_SESSION)
+        kind = _stream_kind(kind)
         user.subscriptions[subscription_key(sender_id, kind)] = (sender_id, kind)
         self._subscribers.setdefault((sender_id, kind), set()).add(user_id)
         return user
 
-    def unsubscribe(self, user_id: str, sender_id: str, kind: str) -> User:
+    def unsubscribe(self, user_id: str, sender_id: str, kind: Any) -> User:
         """Accepts the sender's id or, as the Unity client sends, the caller's own id."""
         user = self.user(user_id)
         session = self.session_of(user)
+        if sender_id != user_id and sender_id not in session.members:
+            raise CommandError(Err.NOT_JOINED_ANY_SESSION)
+        kind = _stream_kind(kind)
         if sender_id == user_id and subscription_key(sender_id, kind) not in user.subscriptions:
             targets = [(uid, k) for uid, k in user.subscriptions.values() if k == kind]
-        elif sender_id in session.members:
-            targets = [(sender_id, kind)]
         else:
-            raise CommandError(Err.NOT_JOINED_ANY_SESSION)
+            targets = [(sender_id, kind)]
         for uid, k in targets:
             self._unsubscribe(user, uid, k)
         return user

@@ -55,14 +55,14 @@ async def remove(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
 async def register(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
     sender = _sender(args)
-    return app.stream_ack_body(app.model.subscribe(user_id, sender, _kind(args, 1)))
+    return app.stream_ack_body(app.model.subscribe(user_id, sender, args[1] if len(args) > 1 else None))
 
 
 @event(Ev.UNREGISTER_FROM_DATA_STREAM)
 async def unregister(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
     sender = _sender(args)
-    return app.stream_ack_body(app.model.unsubscribe(user_id, sender, _kind(args, 1)))
+    return app.stream_ack_body(app.model.unsubscribe(user_id, sender, args[1] if len(args) > 1 else None))
 
 
 @event(Ev.SEND_DATA)
