@@ -1,0 +1,141 @@
+"""Messaging benchmark: probe round trips and data latency of the orchestrator under N streaming
+clients, each row against a bare relay measured in the same run.
+
+    python bench/messaging.py --table              # the published table → bench/results/messaging.md
+    python bench/messaging.py --clients 200 --duration 10
+    python bench/messaging.py --server-url http://host:8090 --clients 500   # a server already running
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.loadgen.generator import LoadSpec, raise_fd_limit
+from bench.loadgen.servers import REPO
+from bench.loadgen.table import Plan, main_argv, now, render, run
+
+TABLE_ROWS = [100, 500, 1000, 2000, 4000]
+TABLE_IDLE = 5000
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "messaging.md"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help=f"rows N={','.join(map(str, TABLE_ROWS))} plus {TABLE_IDLE} idle, written to {DEFAULT_OUT.name}",
+    )
+    p.add_argument("--clients", help="comma-separated N of the loaded rows (default: the table's, or 100)")
+    p.add_argument(
+        "--idle", type=int, help=f"idle connections row, 0 = none (default {TABLE_IDLE} with --table, else 0)"
+    )
+    p.add_argument("--duration", type=float, default=30.0, help="sending seconds per row (default 30)")
+    p.add_argument("--warmup", type=float, default=2.0, help="first seconds not timed (default 2)")
+    p.add_argument(
+        "--drain", type=float, default=5.0, help="seconds to wait for in-flight frames (default 5)"
+    )
+    p.add_argument("--payload", type=int, default=50 * 1024, help="SendData bytes (default 51200)")
+    p.add_argument("--rate", type=float, default=1.0, help="SendData per second per client (default 1)")
+    p.add_argument(
+        "--session-size",
+        type=int,
+        default=2,
+        help="clients per session; each registers every other member's stream (default 2)",
+    )
+    p.add_argument(
+        "--processes", type=int, default=0, help="generator processes (default one per 2000 clients)"
+    )
+    p.add_argument("--ramp", type=int, default=32, help="sessions set up concurrently (default 32)")
+    p.add_argument(
+        "--probe-interval", type=float, default=0.1, help="seconds between probe operations (default 0.1)"
+    )
+    p.add_argument("--server-url", help="measure this running orchestrator instead of starting one")
+    p.add_argument("--server-pid", type=int, help="its pid, for CPU and RSS figures")
+    p.add_argument(
+        "--server-cmd", help="command template to start instead of `orchestrator serve` ({host}, {port})"
+    )
+    p.add_argument("--no-baseline", action="store_true", help="skip the bare relay rows")
+    p.add_argument(
+        "--pin", action="store_true", help="pin the server to one CPU and the generator to the others"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="where started servers listen (default 127.0.0.1)")
+    p.add_argument(
+        "--out", type=Path, help=f"Markdown output (default {DEFAULT_OUT} with --table, else stdout)"
+    )
+    p.add_argument("--json", type=Path, help="also write every figure as JSON here")
+    p.add_argument(
+        "--log-dir", type=Path, default=REPO / "bench" / "out", help="server output (default bench/out)"
+    )
+    args = p.parse_args(argv)
+    if args.session_size < 1 or args.payload < 16 or args.rate < 0 or args.duration <= 0:
+        p.error("need --session-size >= 1, --payload >= 16 (the frame header), --rate >= 0, --duration > 0")
+    return args
+
+
+async def cancellable(work):
+    """SIGTERM/SIGINT cancel the run, so every server and generator process is stopped on the way out."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await work
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    raise_fd_limit()
+    rows = [int(n) for n in args.clients.split(",")] if args.clients else TABLE_ROWS if args.table else [100]
+    idle = args.idle if args.idle is not None else TABLE_IDLE if args.table else 0
+    template = LoadSpec(
+        url="",
+        clients=0,
+        session_size=args.session_size,
+        payload=args.payload,
+        rate=args.rate,
+        duration=args.duration,
+        warmup=args.warmup,
+        drain=args.drain,
+        ramp=args.ramp,
+    )
+    plan = Plan(
+        rows=rows,
+        idle=idle,
+        template=template,
+        host=args.host,
+        server_url=args.server_url,
+        server_pid=args.server_pid,
+        server_cmd=args.server_cmd,
+        baseline=not args.no_baseline,
+        pin=args.pin,
+        processes=args.processes,
+        probe_interval=args.probe_interval,
+        log_dir=args.log_dir,
+    )
+    started_at = now()
+    try:
+        results = asyncio.run(cancellable(run(plan, lambda line: print(line, file=sys.stderr, flush=True))))
+    except asyncio.CancelledError:
+        print("interrupted; servers and generators stopped", file=sys.stderr)
+        return 130
+    markdown = render(results, plan, main_argv(), started_at)
+    out = args.out or (DEFAULT_OUT if args.table else None)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        print(markdown)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    return 1 if any(r["error_count"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
