@@ -26,7 +26,7 @@ from .delivery import Delivery
 from .handlers import COMMANDS, EVENTS, CommandSpec, Context, EventFn
 from .handlers.streams import OK_EMPTY
 from .http import probes
-from .http.responses import respond
+from .http.responses import respond_json
 from .model import Model, Outcome, Session, User
 from .protocol import CommandError, Err, envelope
 from .settings import Settings
@@ -105,7 +105,7 @@ class App:
         elif kind == "http" and scope["path"] in self.routes:
             await self.routes[scope["path"]](self, scope, receive, send)
         elif kind == "http":
-            await respond(send, 404, b"not found\n")
+            await respond_json(send, 404, {"error": "not found"})
         else:
             await send({"type": "websocket.close", "code": 1008})
 
@@ -331,11 +331,11 @@ class App:
     async def reset(self) -> None:
         log.warning("operator reset: closing every session and disconnecting every client")
         outcome = self.model.reset()
+        await self.settle(outcome)
         for conn in self.conns.values():
             if conn.user_id is not None:
                 self.delivery.detach(conn.user_id)
                 conn.user_id = None
-        await self.settle(outcome)
         await asyncio.sleep(0)  # let the SessionClosed notes reach the writers before the close
         for sid in list(self.conns):
             await self.sio.disconnect(sid)
