@@ -1,0 +1,108 @@
+"""Fixtures for supervisor tests: configs for the stand-in worker, supervisors that are always stopped."""
+
+import contextlib
+import copy
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import yaml
+
+from orchestrator.streams.config import load_config
+from orchestrator.streams.supervisor import Supervisor
+
+HERE = Path(__file__).parent
+FAKE = str(HERE / "fakeworker.py")
+#: Short timings so that restarts and failures happen within a test's budget.
+FAST = {"restart": {"backoff": {"initial_s": 0.05, "factor": 2, "max_s": 0.2, "jitter": 0.1},
+                    "max_restarts": 3, "window_s": 60, "stop_grace_s": 1},
+        "health": {"startup_timeout_s": 15, "interval_s": 0.2, "timeout_s": 0.5, "unhealthy_after": 2}}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def fake_entry(ports, *flags, control: bool = False, **keys) -> dict:
+    """A workers: entry running the stand-in worker; keys override/extend the entry.
+
+    control=True: health on a control port (as the tcp worker has), else on the main port.
+    """
+    if control:
+        flags = ("--control-port", "{control_port}", *flags)
+    entry = {"ports": list(ports), "urls": {"url_gen": "tcp://{public_host}:{port}"},
+             "command": ["{python}", FAKE, "--host", "{host}", "--port", "{port}", *flags],
+             "health": {"target": "control_port" if control else "port"}}
+    for k, v in keys.items():
+        entry[k] = {**entry.get(k, {}), **v} if isinstance(v, dict) and isinstance(entry.get(k), dict) else v
+    return entry
+
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(workers: dict, name: str = "streams.yaml", **top) -> Path:
+        doc = {"version": 1, "bind_host": "127.0.0.1", "defaults": copy.deepcopy(FAST), "workers": workers,
+               **top}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return path
+    return write
+
+
+def _our_workers() -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            ours = any("fakeworker" in a or "workers." in a for a in p.cmdline())
+            if ours and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+    return found
+
+
+@pytest.fixture
+async def supervisor(tmp_path):
+    """make(config_path, **kwargs) → a started Supervisor; all are stopped, and nothing may survive them."""
+    made: list[Supervisor] = []
+
+    async def make(path: Path, *, run_dir: Path | None = None, log_dir: Path | None = None, on_replaced=None):
+        sup = Supervisor(load_config(path), log_dir=log_dir, run_dir=run_dir or tmp_path / "run",
+                         on_worker_replaced=on_replaced)
+        made.append(sup)
+        await sup.start()
+        return sup
+
+    yield make
+    for sup in made:
+        await sup.stop(1.0)
+    left = _our_workers()
+    for p in left:
+        with contextlib.suppress(psutil.Error):
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+    assert not left, f"worker processes left running: {[p.cmdline() for p in left]}"
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture
+def h() -> SimpleNamespace:
+    """Helpers for tests (a fixture, since test modules cannot import this file)."""
+    return SimpleNamespace(free_ports=free_ports, fake_entry=fake_entry, alive=alive, FAKE=FAKE, HERE=HERE,
+                           python=sys.executable, our_workers=_our_workers)
