@@ -100,6 +100,7 @@ class Health(_Strict):
     check: Literal["healthz", "http", "tcp"] = "healthz"
     path: str = "/healthz"
     target: Literal["port", "control_port"] = "port"
+    host: str | None = None  # default: loopback for control_port, else the bind host (0.0.0.0/:: → loopback)
     startup_timeout_s: PosFloat = 10.0
     interval_s: PosFloat = 2.0
     timeout_s: PosFloat = 1.0
@@ -291,7 +292,7 @@ def _kind_problems(kind: str, wk: WorkerKind, top: _Top, base: Path) -> Iterator
         json.dumps(wk.settings)
     except (TypeError, ValueError) as e:
         yield f"{k}.settings", f"not representable as JSON ({e})"
-    for h, key in ((wk.host, "host"),):
+    for h, key in ((wk.host, "host"), (wk.health.host, "health.host")):
         if h is not None and normalize_host(h) != h:
             yield f"{k}.{key}", f"{h!r} is not a host name or IP address"
     cwd = base / wk.cwd if wk.cwd else None

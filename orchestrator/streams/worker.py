@@ -188,7 +188,7 @@ class Instance:
         udp = self.slot.udp or ("", "")
         return {"python": sys.executable, "port": self.port, "control_port": self.control_port or "",
                 "udp_min": udp[0], "udp_max": udp[1], "host": self.bind_host,
-                "public_host": self.public_host, "log_level": self.cfg.log_level, "name": self.name,
+                "public_host": self.public_host, "log_level": self.cfg.log_level.upper(), "name": self.name,
                 "kind": self.kind, "settings_file": str(self._run_dir / f"{self.name}.settings.json")}
 
     def _command(self) -> tuple[list[str], dict[str, str], str | None]:
@@ -258,7 +258,7 @@ class Instance:
     async def _probe(self) -> tuple[bool, str, dict | None]:
         h = self.cfg.health
         port = self.control_port if h.target == "control_port" else self.port
-        host = _check_host(self.bind_host)
+        host = h.host or ("127.0.0.1" if h.target == "control_port" else _check_host(self.bind_host))
         return await probe(self._http, h.check, host, int(port or 0), h.path, h.timeout_s)
 
     async def _watch(self, proc, exited: asyncio.Future) -> Outcome:
