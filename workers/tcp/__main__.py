@@ -1,4 +1,4 @@
-"""``python -m workers.tcp``: one session's TCP reflector on one port.
+"""One session's TCP reflector on one port (``python -m workers.tcp``).
 
 Exit codes: 0 after SIGTERM/SIGINT, 1 when it cannot start (port in use, …), 2 for bad settings
 or flags. Every error is one line on stderr.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -39,7 +40,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await reflector.start(args.host, args.port)
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot listen on {args.host}:{args.port}: {_why(exc)}", file=sys.stderr)
         return 1
     control = None
     if args.control_port is not None:
@@ -47,8 +48,8 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         try:
             control = await start_control(args.control_host, args.control_port, routes)
         except OSError as exc:
-            print(f"error: cannot listen on {args.control_host}:{args.control_port} (control): "
-                  f"{exc.strerror or exc}", file=sys.stderr)
+            print(f"error: cannot listen on {args.control_host}:{args.control_port} (control): {_why(exc)}",
+                  file=sys.stderr)
             await reflector.stop()
             return 1
     stop = asyncio.Event()
@@ -63,6 +64,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         control.close()
     await reflector.stop()
     return 0
+
+
+def _why(exc: OSError) -> str:
+    """asyncio wraps bind errors in a long message; the errno's own text is the one-line reason."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,6 +96,13 @@ class Connection(asyncio.BufferedProtocol):
     def mid_frame(self) -> bool:
         return self._cur is not None or self._end > self._start
 
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes of an incomplete frame held for this sender (reported in /stats)."""
+        if self._cur is None:
+            return self._end - self._start
+        return sum(map(len, self._chunks[:-1])) + self._pos
+
     # -- reading -----------------------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -36,7 +36,8 @@ class Reflector:
         self._fanout: tuple[Connection, ...] = ()
         self._departed = dict.fromkeys(_COUNTERS, 0)  # counters of connections that are gone
         self._prio_cache: dict[str, bool] = {}
-        self._limiter = LogLimiter(log)
+        self._events = LogLimiter(log, budget=20)  # connects and disconnects
+        self._faults = LogLimiter(log, budget=50)  # closes for a reason, one line per connection
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
@@ -67,12 +68,12 @@ class Reflector:
     def admit(self, conn: Connection) -> bool:
         self.accepted += 1
         if len(self._conns) >= self.settings.max_connections:
-            self._limiter(logging.WARNING, "%s refused: %d connections already (max_connections)",
+            self._faults(logging.WARNING, "%s refused: %d connections already (max_connections)",
                           conn.peer, len(self._conns))
             return False
         self._conns[conn] = None
         self._fanout = tuple(self._conns)
-        self._limiter(logging.INFO, "%s connected (%d connections)", conn.peer, len(self._conns))
+        self._events(logging.INFO, "%s connected (%d connections)", conn.peer, len(self._conns))
         return True
 
     def release(self, conn: Connection) -> None:
@@ -83,11 +84,11 @@ class Reflector:
             for key in _COUNTERS:
                 self._departed[key] += getattr(conn, key)
             if conn.reason == "peer":
-                self._limiter(logging.INFO, "%s disconnected (%d connections)", conn.peer, len(self._conns))
+                self._events(logging.INFO, "%s disconnected (%d connections)", conn.peer, len(self._conns))
 
     def log_close(self, conn: Connection, reason: str, detail: str) -> None:
         if reason != "shutdown":
-            self._limiter(logging.WARNING, "%s closed: %s: %s", conn.peer, reason, detail)
+            self._faults(logging.WARNING, "%s closed: %s: %s", conn.peer, reason, detail)
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -140,7 +141,8 @@ class Reflector:
                         now - self._last_summary, detail)
         self._summarised_drops = dict(self.drops)
         self._last_summary = now
-        self._limiter.flush()
+        self._events.flush()
+        self._faults.flush()
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Reflector:
                     "queued_frames": conn.outbox.frames, "queued_bytes": conn.outbox.nbytes,
                     "write_buffer_bytes": transport.get_write_buffer_size() if transport else 0,
                     "paused": conn.paused, "dropped": conn.outbox.dropped,
+                    "partial_bytes": conn.partial_bytes,
                 })
         queued = [(c.outbox.frames, c.outbox.nbytes) for c in self._conns]
         return {

@@ -125,7 +125,9 @@ def flag_specs() -> list[tuple[str, str, str]]:
             if f.name == "queue":
                 continue
             key = prefix + f.name
-            specs.append((key, "--" + key.replace(".", "-").replace("_", "-"), f"{f.metadata['doc']}"))
+            default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+            specs.append((key, "--" + key.replace(".", "-").replace("_", "-"),
+                          f"{f.metadata['doc']} (default: {default})".replace("%", "%%")))
     return specs
 
 
