@@ -125,6 +125,13 @@ class Delivery:
             return
         self._queues[user_id] = (sid, sock.queue)
 
+    def release_poll(self, sid: str) -> None:
+        """End a polling client's pending long-poll at disconnect instead of at its ping timeout."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        sock = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+        if sock is not None and not sock.upgraded:
+            sock.queue.put_nowait(None)
+
     def detach(self, user_id: str) -> None:
         self._queues.pop(user_id, None)
 

@@ -167,6 +167,7 @@ class App:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
+        self.delivery.release_poll(sid)
         if conn is not None and conn.user_id is not None:
             await self.logout(conn)
 
