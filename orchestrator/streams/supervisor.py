@@ -147,8 +147,12 @@ class Supervisor:
             if self._stopping:
                 raise NoWorkerAvailable("shutting down")
             inst, why = self._choose(protocol, cfg)
-            self._record(session_id, protocol, inst, why)
+            decision = self._decision(session_id, protocol, inst, why)
             if inst is None:
+                if self._retiring(protocol) and loop.time() < deadline:  # a port frees up once it has exited
+                    await self.wait_until(lambda: not self._retiring(protocol), deadline - loop.time())
+                    continue
+                self._record(decision)
                 raise NoWorkerAvailable(f"no {protocol} worker available: {why}")
             inst.sessions[session_id] = 0
             self._by_session[session_id] = inst
@@ -158,10 +162,13 @@ class Supervisor:
             if self._by_session.get(session_id) is not inst:
                 raise NoWorkerAvailable(f"session {session_id} was released while its worker started")
             if inst.state is State.RUNNING:
+                self._record(decision)
                 return self._placement(session_id, inst)
             inst.sessions.pop(session_id, None)
             del self._by_session[session_id]
             if loop.time() >= deadline:
+                decision.update(worker=None, port=None, reason=f"{inst.name} did not start ({inst.reason})")
+                self._record(decision)
                 raise NoWorkerAvailable(f"{protocol} worker {inst.name} did not start ({inst.reason})")
 
     async def release(self, session_id: str) -> None:
@@ -371,16 +378,21 @@ class Supervisor:
         except Exception:
             log.exception("on_worker_replaced(%s) failed", session_ids)
 
-    def _record(self, session_id: str, kind: str, inst: Instance | None, why: str) -> None:
-        pool = [i for i in self._instances if i.kind == kind]
-        decision = {"time": time.time(), "session_id": session_id, "kind": kind,
-                    "worker": inst.name if inst else None, "port": inst.port if inst else None, "reason": why,
-                    "candidates": [{"worker": i.name, "state": i.state.value, "sessions": len(i.sessions),
-                                    "users": sum(i.sessions.values()), "cpu_percent": round(i.cpu, 1)}
-                                   for i in pool]}
-        self._decisions.append(decision)
-        if inst is None:
-            log.warning("session %s (%s) not placed: %s", session_id, kind, why)
+    def _retiring(self, kind: str) -> bool:
+        return any(i.retiring for i in self._instances if i.kind == kind)
+
+    def _decision(self, session_id: str, kind: str, inst: Instance | None, why: str) -> dict:
+        """What placement saw and chose (the candidates as they were at that moment)."""
+        return {"time": time.time(), "session_id": session_id, "kind": kind,
+                "worker": inst.name if inst else None, "port": inst.port if inst else None, "reason": why,
+                "candidates": [{"worker": i.name, "state": i.state.value, "sessions": len(i.sessions),
+                                "users": sum(i.sessions.values()), "cpu_percent": round(i.cpu, 1)}
+                               for i in self._instances if i.kind == kind]}
+
+    def _record(self, d: dict) -> None:
+        self._decisions.append(d)
+        if d["worker"] is None:
+            log.warning("session %s (%s) not placed: %s", d["session_id"], d["kind"], d["reason"])
         else:
-            log.info("session %s (%s) placed on worker %s port %d: %s", session_id, kind, inst.name,
-                     inst.port, why)
+            log.info("session %s (%s) placed on worker %s port %d: %s", d["session_id"], d["kind"],
+                     d["worker"], d["port"], d["reason"])

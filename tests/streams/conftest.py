@@ -1,5 +1,6 @@
 """Fixtures for supervisor tests: configs for the stand-in worker, supervisors that are always stopped."""
 
+import asyncio
 import contextlib
 import copy
 import os
@@ -101,8 +102,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+async def await_exit(pid: int, timeout: float) -> bool:
+    """Wait for any process (not only a child) to exit, via a pidfd: no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await asyncio.wait_for(exited, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
 @pytest.fixture
 def h() -> SimpleNamespace:
     """Helpers for tests (a fixture, since test modules cannot import this file)."""
     return SimpleNamespace(free_ports=free_ports, fake_entry=fake_entry, alive=alive, FAKE=FAKE, HERE=HERE,
-                           python=sys.executable, our_workers=_our_workers)
+                           python=sys.executable, our_workers=_our_workers,
+                           await_exit=await_exit)
