@@ -19,13 +19,16 @@ import contextlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from time import perf_counter
 
+import psutil
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "dash.md"
 KiB, MiB = 1024, 1024 * 1024
 CHUNKED = "Transfer-Encoding: chunked\r\n"
+ROUNDS = 5
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
@@ -119,8 +123,8 @@ async def upload(conn: Conn, path: str, size: int, chunk: int) -> int:
     return status
 
 
-async def egress(kind: str, port: int, readers: int, reps: int, size: int, chunk: int) -> float:
-    """MB/s delivered to `readers` concurrent GETs, each fetching a complete resource `reps` times."""
+async def egress(kind: str, port: int, readers: int, reps: int, size: int, chunk: int) -> tuple[float, int]:
+    """(seconds, bytes) to deliver to `readers` concurrent GETs a complete resource `reps` times each."""
     if kind == "relay":
         path = f"/bench/egress/{time.monotonic_ns()}"
         w = await connect(port)
@@ -145,11 +149,11 @@ async def egress(kind: str, port: int, readers: int, reps: int, size: int, chunk
         w.write(f"DELETE {path} HTTP/1.1\r\n\r\n".encode())
         await w.heads.get()
         w.transport.close()
-    return readers * reps * size / elapsed / 1e6
+    return elapsed, readers * reps * size
 
 
-async def ingest(kind: str, port: int, total: int, resource: int, chunk: int) -> float:
-    """MB/s of chunked uploads with no reader (relay: stored, then deleted; baseline: discarded)."""
+async def ingest(kind: str, port: int, total: int, resource: int, chunk: int) -> tuple[float, int]:
+    """(seconds, bytes) of chunked uploads with no reader (relay: stored, then deleted; pipe: dropped)."""
     w = await connect(port)
     t0 = perf_counter()
     for i in range(total // resource):
@@ -160,12 +164,13 @@ async def ingest(kind: str, port: int, total: int, resource: int, chunk: int) ->
             assert (await w.heads.get())[0] == 200
     elapsed = perf_counter() - t0
     w.transport.close()
-    return total / elapsed / 1e6
+    return elapsed, total
 
 
-async def fanout(kind: str, port: int, readers: int, frames: int, size: int,
-                 fps: int) -> tuple[list[float], int]:
-    """A live upload at `fps` fanned out to `readers` GETs: per-frame latency over all readers."""
+async def fanout(kind: str, port: int, pid: int, readers: int, frames: int, size: int,
+                 fps: int) -> tuple[list[float], int, float]:
+    """A live upload at `fps` fanned out to `readers` GETs: (per-frame latencies over all readers,
+    frames delivered, server CPU as a fraction of one core)."""
     path = f"/bench/fanout/{time.monotonic_ns()}"
     conns = [await connect(port) for _ in range(readers)]
     for c in conns:
@@ -194,20 +199,55 @@ async def fanout(kind: str, port: int, readers: int, frames: int, size: int,
         c.on_progress = tracker()
     data = [frame(payload(size, seed=j)) for j in range(8)]
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    t0, c0 = loop.time(), cpu_s(pid)
     for j in range(frames):
         await asyncio.sleep(max(0.0, t0 + j / fps - loop.time()))
         sent.append(perf_counter())
         writer.write(data[j % 8])
     writer.write(b"0\r\n\r\n")
     await asyncio.wait_for(asyncio.gather(*(c.done.get() for c in conns)), 30)
+    cpu = (cpu_s(pid) - c0) / (loop.time() - t0)
     for c in (*conns, writer):
         c.transport.close()
-    return lat, sum(c.total for c in conns) // size
+    return lat, sum(c.total for c in conns) // size, cpu
 
 
 # --- the table -------------------------------------------------------------------------------------
-async def run(relay: int, base: int, quick: bool) -> list[list[str]]:
+def cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+Run = tuple[Callable[[], Awaitable[tuple[float, int]]], int]  # (seconds, bytes) measurement, server pid
+
+
+async def interleaved(k: int, *runs: Run) -> list[tuple[float, float]]:
+    """(median MB/s, median server CPU seconds per GB) over k rounds; the runs alternate within a
+    round so that drift on a shared machine hits each alike."""
+    rates: list[list[float]] = [[] for _ in runs]
+    cpus: list[list[float]] = [[] for _ in runs]
+    for _ in range(k):
+        for i, (fn, pid) in enumerate(runs):
+            c0 = cpu_s(pid)
+            elapsed, nbytes = await fn()
+            cpus[i].append((cpu_s(pid) - c0) / nbytes * 1e9)
+            rates[i].append(nbytes / elapsed / 1e6)
+    return [(statistics.median(r), statistics.median(c)) for r, c in zip(rates, cpus, strict=True)]
+
+
+def egress_run(kind: str, port: int, pid: int, readers: int, reps: int, size: int) -> Run:
+    return (lambda: egress(kind, port, readers, reps, size, 256 * KiB)), pid
+
+
+def ingest_run(kind: str, port: int, pid: int) -> Run:
+    return (lambda: ingest(kind, port, 128 * MiB, 32 * MiB, 256 * KiB)), pid
+
+
+def rate(v: tuple[float, float]) -> str:
+    return f"{v[0]:.0f} MB/s, {v[1]:.2f} CPU-s/GB"
+
+
+async def run(relay: int, base: int, pids: dict[str, int], quick: bool) -> list[list[str]]:
     rows: list[list[str]] = []
 
     def ms(v: float) -> str:
@@ -218,10 +258,10 @@ async def run(relay: int, base: int, quick: bool) -> list[list[str]]:
     for size in (1 * KiB, 64 * KiB, 512 * KiB):
         n = max(50, n_lat // (1 + size // (64 * KiB)))
         d, b, r = [], [], []
-        for _ in range(5):  # interleaved rounds, so drift on a shared machine hits every server alike
-            d += await chunk_latency("direct", 0, size, n // 5)
-            b += await chunk_latency("baseline", base, size, n // 5)
-            r += await chunk_latency("relay", relay, size, n // 5)
+        for _ in range(ROUNDS):  # interleaved, so drift on a shared machine hits every server alike
+            d += await chunk_latency("direct", 0, size, n // ROUNDS)
+            b += await chunk_latency("baseline", base, size, n // ROUNDS)
+            r += await chunk_latency("relay", relay, size, n // ROUNDS)
         added = pct(r, 0.5) - pct(d, 0.5)
         rows.append([f"per-chunk latency p50, {size // KiB} KiB chunks (n={n})",
                      f"direct {ms(pct(d, 0.5))} / pipe {ms(pct(b, 0.5))}", ms(pct(r, 0.5)),
@@ -236,45 +276,60 @@ async def run(relay: int, base: int, quick: bool) -> list[list[str]]:
     rows.append([f"long-poll wake p50 / p99 (n={len(w)})", f"direct 1 KiB {ms(d1)}",
                  f"{ms(pct(w, 0.5))} / {ms(pct(w, 0.99))}", f"{pct(w, 0.5) / d1:.1f}x direct", "< 10 ms",
                  "yes" if pct(w, 0.99) < 10 else "NO"])
-    size = 4 * MiB if quick else 8 * MiB
-    for readers, reps in ((1, 16), (10, 2), (100, 1)) if quick else ((1, 32), (10, 4), (100, 1)):
-        b = await egress("baseline", base, readers, reps, size, 256 * KiB)
-        r = await egress("relay", relay, readers, reps, size, 256 * KiB)
-        rows.append([f"egress, {readers} concurrent GETs of a complete {size // MiB} MiB resource",
-                     f"{b:.0f} MB/s", f"{r:.0f} MB/s", f"{r / b:.2f}x", ">= 200 MB/s",
-                     "yes" if r >= 200 else "NO"])
-    total = 64 * MiB if quick else 256 * MiB
-    b = await ingest("baseline", base, total, 32 * MiB, 256 * KiB)
-    r = await ingest("relay", relay, total, 32 * MiB, 256 * KiB)
-    rows.append([f"ingest, chunked uploads of 32 MiB in 256 KiB chunks ({total // MiB} MiB)",
-                 f"{b:.0f} MB/s", f"{r:.0f} MB/s", f"{r / b:.2f}x", "", ""])
+    k = 3 if quick else ROUNDS
+    for readers, reps, size in ((1, 16, 8 * MiB), (10, 2, 8 * MiB), (100, 1, 2 * MiB)):
+        b, r = await interleaved(k, egress_run("blob", base, pids["pipe"], readers, reps, size),
+                                 egress_run("relay", relay, pids["relay"], readers, reps, size))
+        rows.append([f"egress, {readers} concurrent GETs of a complete {size // MiB} MiB resource "
+                     f"(median of {k} rounds of {readers * reps * size // MiB} MiB)",
+                     "pipe " + rate(b), rate(r),
+                     f"{r[0] / b[0]:.2f}x MB/s, {r[1] / b[1]:.2f}x CPU", ">= 200 MB/s",
+                     "yes" if r[0] >= 200 else "NO"])
+    b, r = await interleaved(k, ingest_run("baseline", base, pids["pipe"]),
+                             ingest_run("relay", relay, pids["relay"]))
+    rows.append([f"ingest, chunked uploads of 32 MiB in 256 KiB chunks (median of {k} rounds of 128 MiB)",
+                 "pipe " + rate(b), rate(r), f"{r[0] / b[0]:.2f}x MB/s, {r[1] / b[1]:.2f}x CPU", "", ""])
     frames = 30 if quick else 90
-    bl, _ = await fanout("baseline", base, 100, frames, 32 * KiB, 30)
-    rl, rn = await fanout("relay", relay, 100, frames, 32 * KiB, 30)
-    rows.append([f"live fan-out, 100 GETs of one 30 fps upload, 32 KiB frames: p50 / p99 (n={len(rl)})",
-                 f"{ms(pct(bl, 0.5))} / {ms(pct(bl, 0.99))}", f"{ms(pct(rl, 0.5))} / {ms(pct(rl, 0.99))}",
-                 f"{pct(rl, 0.5) / pct(bl, 0.5):.2f}x", ">= 100 GETs, every frame",
+    bl, _, bc = await fanout("baseline", base, pids["pipe"], 100, frames, 32 * KiB, 30)
+    rl, rn, rc = await fanout("relay", relay, pids["relay"], 100, frames, 32 * KiB, 30)
+    rows.append([f"live fan-out, 100 GETs of one 30 fps upload, 32 KiB frames: frame latency p50 / p99, "
+                 f"server CPU (n={len(rl)})",
+                 f"pipe {ms(pct(bl, 0.5))} / {ms(pct(bl, 0.99))}, {bc:.0%}",
+                 f"{ms(pct(rl, 0.5))} / {ms(pct(rl, 0.99))}, {rc:.0%}",
+                 f"{pct(rl, 0.5) / pct(bl, 0.5):.2f}x p50, {rc / bc:.2f}x CPU", ">= 100 GETs, every frame",
                  "yes" if rn == 100 * frames else f"NO ({rn} of {100 * frames})"])
     return rows
 
 
-async def candidates(relay: int, base: int, asgi: int, quick: bool) -> list[list[str]]:
+async def candidates(relay: int, base: int, asgi: int, pids: dict[str, int], quick: bool) -> list[list[str]]:
     """The server choice: the same pipe hand-written on asyncio vs. as an ASGI app on uvicorn."""
     rows = []
     n = 200 if quick else 1000
     for size in (1 * KiB, 64 * KiB):
         lat = {k: [] for k in ("baseline", "asgi", "relay")}
-        for _ in range(5):  # interleaved rounds, so drift on a shared machine hits every server alike
+        for _ in range(ROUNDS):
             for kind, port in (("baseline", base), ("asgi", asgi), ("relay", relay)):
-                lat[kind] += await chunk_latency(kind, port, size, n // 5)
+                lat[kind] += await chunk_latency(kind, port, size, n // ROUNDS)
         p = {k: pct(v, 0.5) for k, v in lat.items()}
         rows.append([f"per-chunk latency p50, {size // KiB} KiB", f"{p['baseline']:.3f} ms",
                      f"{p['asgi']:.3f} ms", f"{p['relay']:.3f} ms", f"{p['asgi'] / p['baseline']:.2f}x"])
-    for readers, reps in ((1, 8), (100, 1)):
-        r = {kind: await egress(kind if kind == "relay" else "blob", port, readers, reps, 4 * MiB, 256 * KiB)
-             for kind, port in (("baseline", base), ("asgi", asgi), ("relay", relay))}
-        rows.append([f"egress, {readers} GETs of 4 MiB", f"{r['baseline']:.0f} MB/s", f"{r['asgi']:.0f} MB/s",
-                     f"{r['relay']:.0f} MB/s", f"{r['asgi'] / r['baseline']:.2f}x"])
+    k = 3 if quick else ROUNDS
+    for readers, reps, size in ((1, 16, 8 * MiB), (100, 1, 2 * MiB)):
+        b, a, r = await interleaved(k, egress_run("blob", base, pids["pipe"], readers, reps, size),
+                                    egress_run("blob", asgi, pids["asgi"], readers, reps, size),
+                                    egress_run("relay", relay, pids["relay"], readers, reps, size))
+        rows.append([f"egress, {readers} GETs of {size // MiB} MiB (median of {k})", rate(b), rate(a),
+                     rate(r),
+                     f"{a[0] / b[0]:.2f}x MB/s, {a[1] / b[1]:.2f}x CPU"])
+    frames = 30 if quick else 90
+    res = {name: await fanout("relay" if name == "relay" else "baseline", port, pids[name], 100, frames,
+                              32 * KiB, 30)
+           for name, port in (("pipe", base), ("asgi", asgi), ("relay", relay))}
+    cells = {k: f"{pct(v[0], 0.5):.3f} / {pct(v[0], 0.99):.3f} ms, CPU {v[2]:.0%}" for k, v in res.items()}
+    rows.append(["live fan-out to 100 GETs, 30 fps x 32 KiB: frame latency p50 / p99, server CPU",
+                 cells["pipe"], cells["asgi"], cells["relay"],
+                 f"{pct(res['asgi'][0], 0.5) / pct(res['pipe'][0], 0.5):.2f}x p50, "
+                 f"{res['asgi'][2] / res['pipe'][2]:.2f}x CPU"])
     return rows
 
 
@@ -317,12 +372,14 @@ def main() -> None:
     procs = [relay, base]
     t0 = time.monotonic()
     try:
-        rows = uvloop.run(run(relay_port, base_port, args.quick))
+        pids = {"relay": relay.pid, "pipe": base.pid}
+        rows = uvloop.run(run(relay_port, base_port, pids, args.quick))
         choice = []
         if args.candidates:
             asgi, asgi_port = start([sys.executable, "-m", "bench.dash.asgi_pipe", "--port", "0"])
             procs.append(asgi)
-            choice = uvloop.run(candidates(relay_port, base_port, asgi_port, args.quick))
+            pids["asgi"] = asgi.pid
+            choice = uvloop.run(candidates(relay_port, base_port, asgi_port, pids, args.quick))
     finally:
         for p in procs:
             p.terminate()
