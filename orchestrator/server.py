@@ -27,8 +27,9 @@ from .handlers import COMMANDS, EVENTS, CommandSpec, Context, EventFn
 from .handlers.streams import OK_EMPTY
 from .http import probes
 from .http.responses import respond_json
+from .limits import AbuseCounter, TokenBucket
 from .model import Model, Outcome, Session, User
-from .protocol import CommandError, Err, envelope
+from .protocol import CommandError, Err, Ev, envelope
 from .settings import Settings
 from .stats import Stats
 from .streams_port import NoStreams, StreamsPort, WorkerUnavailable
@@ -47,6 +48,9 @@ class Conn:
     peer: str
     host: str
     token: str | None
+    commands: TokenBucket
+    data: TokenBucket
+    abuse: AbuseCounter
     user_id: str | None = None
 
     def require_user(self) -> str:
@@ -161,7 +165,18 @@ class App:
         if isinstance(auth, dict):
             candidate = auth.get("token", auth.get("operatorToken"))
             token = candidate if isinstance(candidate, str) else None
-        self.conns[sid] = Conn(sid=sid, peer=str(client[0]), host=host, token=token)
+        settings = self.settings
+        if len(self.conns) >= settings.max_connections:
+            self.stats.rejected["connection_cap"] += 1
+            log.warning("connection from %s refused: %d connections (max_connections)", client[0],
+                        len(self.conns))
+            return False
+        self.conns[sid] = Conn(
+            sid=sid, peer=str(client[0]), host=host, token=token,
+            commands=TokenBucket(settings.command_rate, settings.command_burst),
+            data=TokenBucket(settings.data_rate_bytes, settings.data_burst_bytes),
+            abuse=AbuseCounter(settings.abuse_limit, settings.abuse_window_s),
+        )
         self.stats.connections_total += 1
         return True
 
@@ -195,6 +210,8 @@ class App:
             command_id = data.get("commandId") if isinstance(data, dict) else None
             ctx: Context | None = None
             try:
+                if not conn.commands.take():
+                    raise CommandError(Err.RATE_LIMITED)
                 if not isinstance(data, dict):
                     raise CommandError(Err.INVALID_REQUEST, "the command's argument must be a JSON object")
                 if spec.operator and not self.is_operator(conn, data):
@@ -207,7 +224,7 @@ class App:
             except CommandError as exc:
                 code = exc.code
                 reply = envelope(exc.code, detail=exc.detail, command_id=command_id)
-                self.log_refusal_for(conn, name, exc)
+                self.refused(conn, name, exc)
             except Exception:
                 log.exception("command %s from %s failed", name, conn.user_id or conn.sid)
                 code = Err.INTERNAL_ERROR
@@ -223,6 +240,7 @@ class App:
     def _event_handler(self, name: str, fn: EventFn) -> Handler:
         events_in = self.stats.events_in
         rejected = self.stats.rejected
+        metered = name != Ev.SEND_DATA  # SendData is metered in bytes by its handler
 
         async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
             conn = self.conns.get(sid)
@@ -230,10 +248,12 @@ class App:
                 return None
             events_in[name] += 1
             try:
+                if metered and not conn.commands.take():
+                    raise CommandError(Err.RATE_LIMITED)
                 body = await fn(self, conn, args)
             except CommandError as exc:
                 rejected[f"{name}:{int(exc.code)}"] += 1
-                log.debug("%s from %s refused: %s", name, conn.user_id or sid, exc)
+                self.refused(conn, name, exc)
                 return envelope(exc.code, detail=exc.detail)
             except Exception:
                 log.exception("event %s from %s failed", name, conn.user_id or sid)
@@ -244,19 +264,35 @@ class App:
     async def _on_unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         self.stats.rejected["unknown_event"] += 1
         log.debug("unknown event %.64r from %s ignored", event, sid)
-        return envelope(Err.UNKNOWN_COMMAND, detail=str(event)[:64])
+        command_id = args[0].get("commandId") if args and isinstance(args[0], dict) else None
+        return envelope(Err.UNKNOWN_COMMAND, detail=str(event)[:64], command_id=command_id)
 
-    def log_refusal_for(self, conn: Conn, name: str, exc: CommandError) -> None:
+    def refused(self, conn: Conn, name: str, exc: CommandError) -> None:
+        """Count a refused input; a client refused too often in a short time is cut off."""
         log.debug("%s from %s refused: %d %s", name, conn.user_id or conn.sid, exc.code, exc)
+        if exc.code == Err.RATE_LIMITED:
+            self.stats.rejected[f"rate_limited:{name}"] += 1
+        if conn.abuse.hit():
+            log.warning("disconnecting %s (%s): %d refused inputs within %.0f s, last %s (%d)",
+                        conn.user_id or conn.sid, conn.peer, conn.abuse.limit, conn.abuse.window_s,
+                        name, exc.code)
+            self.stats.rejected["abuse_disconnect"] += 1
+            asyncio.get_running_loop().create_task(self.sio.disconnect(conn.sid))
 
     def log_refusal(self, ctx: Context, exc: CommandError) -> None:
-        self.log_refusal_for(ctx.conn, "command", exc)
+        log.debug("command from %s refused: %s", ctx.conn.user_id or ctx.conn.sid, exc)
 
     # -- operations the handlers share -------------------------------------------------------
 
     def check_accepting(self) -> None:
         if self.draining:
             raise CommandError(Err.DRAINING)
+
+    def check_room(self, session_id: str) -> None:
+        session = self.model.sessions.get(session_id)
+        limit = self.settings.max_users_per_session
+        if session is not None and len(session.members) >= limit:
+            raise CommandError(Err.LIMIT_REACHED, f"{limit} users per session (max_users_per_session)")
 
     def login(self, conn: Conn, name: str) -> str:
         if conn.user_id is not None and conn.user_id in self.model.users:
@@ -282,6 +318,8 @@ class App:
         user = self.model.user(conn.require_user())
         if user.session_id is not None:
             raise CommandError(Err.ALREADY_IN_OTHER_SESSION)
+        if len(self.model.sessions) >= self.settings.max_sessions:
+            raise CommandError(Err.LIMIT_REACHED, f"{self.settings.max_sessions} sessions (max_sessions)")
         session_id = str(uuid.uuid4())
         try:
             await self.streams.acquire(session_id, fields["protocol"])

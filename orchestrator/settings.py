@@ -40,6 +40,17 @@ class Settings:
     max_message_bytes: int = 1 * MiB  # SendMessage / SendMessageToAll payload, JSON-encoded
     max_user_data_bytes: int = 256 * 1024
     max_name_length: int = 256
+    # Floods: every limit answers with a documented code (acked) or a counted drop (no ack).
+    max_connections: int = 10_000
+    max_sessions: int = 1_000
+    max_users_per_session: int = 64
+    command_rate: float = 50.0  # commands and non-data events per second per connection
+    command_burst: int = 200
+    data_rate_bytes: float = 128 * MiB  # SendData bytes per second per connection
+    data_burst_bytes: int = 128 * MiB
+    # This many refused inputs within abuse_window_s disconnects the client, with a logged reason.
+    abuse_limit: int = 1_000
+    abuse_window_s: float = 10.0
     run_dir: Path = Path("run")
     log_dir: Path | None = None
     drain_grace_s: float = 30.0

@@ -38,6 +38,7 @@ async def add_session(ctx: Context) -> dict[str, Any]:
 @command(Ev.JOIN_SESSION)
 async def join_session(ctx: Context) -> dict[str, Any]:
     session_id = ctx.field("sessionId", str, missing=Err.SESSION_NOT_FOUND)
+    ctx.app.check_room(session_id)
     session, outcome = ctx.app.model.join(ctx.user_id, session_id)
     ctx.app.delivery.deliver(outcome.notes)  # USER_JOINED_SESSION goes out before the joiner's ack
     ctx.app.session_changed(session)

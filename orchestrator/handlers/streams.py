@@ -78,6 +78,9 @@ async def send_data(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, An
     stats = app.stats
     stats.data_frames_in += 1
     stats.bytes_in += len(payload)
+    if not conn.data.take(len(payload)):
+        stats.data_dropped["rate_limited"] += 1
+        raise CommandError(Err.RATE_LIMITED, "data byte budget exceeded")
     recipients = app.model.data_recipients(user_id, args[0])
     if recipients:
         app.delivery.send_data(recipients, Ev.DATA_RECEIVED, (user_id, args[0], payload), len(payload))

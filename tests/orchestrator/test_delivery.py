@@ -34,7 +34,8 @@ async def pair(url_or_server, receiver_raw: bool = True):
 
 
 async def test_slow_consumer_is_bounded_and_others_unaffected(server_factory):
-    srv = server_factory("--data-queue-frames", "8", "--data-queue-bytes", str(4 << 20))
+    srv = server_factory("--data-queue-frames", "8", "--data-queue-bytes", str(4 << 20),
+                         "--data-rate-bytes", str(1 << 30), "--data-burst-bytes", str(1 << 30))
     sender, slow, session, kind = await pair(srv)
     fast = OrchestratorClient(srv.url)
     await fast.connect()
