@@ -210,7 +210,9 @@ class Connection(asyncio.Protocol):
         expect = req.headers.get("expect")
         if expect is not None and expect.lower() != "100-continue":
             raise HttpError(417, "only 100-continue is supported")
-        res = self.store.create(key, req.headers.get("content-type", "application/octet-stream"))
+        res = self.store.create(key, req.headers.get("content-type", "application/octet-stream")[:256])
+        if res is None:
+            raise HttpError(507, "store full of unfinished uploads")
         if not req.has_body:
             self.store.complete(res)
             self._send(200)

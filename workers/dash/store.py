@@ -17,6 +17,9 @@ from .stats import Stats
 # Bookkeeping charged per stored chunk on top of its payload (bytes object header plus list
 # slot), so that a writer trickling 1-byte chunks cannot store 40x more than the limit says.
 CHUNK_OVERHEAD = 64
+# Likewise per resource (object, chunk list, reader set, index entries) plus its key, so that
+# millions of empty uploads are bounded by max_total_bytes too.
+RESOURCE_OVERHEAD = 1024
 
 
 class Reader(Protocol):
@@ -93,14 +96,19 @@ class Store:
         return sum(len(w) for w in self.waiters.values())
 
     # --- writers -------------------------------------------------------------------------
-    def create(self, key: str, content_type: str) -> Resource:
-        """Create (or replace) `key` and wake everybody long-polling for it."""
+    def create(self, key: str, content_type: str) -> Resource | None:
+        """Create (or replace) `key` and wake everybody long-polling for it; None if full."""
         old = self.resources.get(key)
         if old is not None:
             # A complete old version stays readable by those already streaming it; an
             # unfinished one can never be completed consistently, so its readers are aborted.
             self._remove(old, abort=not old.complete)
+        cost = RESOURCE_OVERHEAD + len(key) + len(content_type)
+        if not self._make_room(cost):
+            return None
         res = Resource(key, content_type)
+        res.charged = cost
+        self.total += cost
         ns = namespace_of(key)
         self.resources[key] = res
         self.namespaces.setdefault(ns, set()).add(key)

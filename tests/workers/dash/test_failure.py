@@ -116,3 +116,16 @@ def test_delete_during_upload(worker, ns, raw, encode_chunks):
         w.send(encode_chunks(b"rest"))
         assert w.response().status == 409
         assert c.head(path).status_code == 404
+
+
+def test_http10_reader_of_failed_upload_gets_reset(worker, ns, raw):
+    path = ns + "old-client"
+    w = _open_upload(raw, worker.port, path)
+    r = raw(worker.port)
+    r.send(f"GET {path} HTTP/1.0\r\n\r\n")
+    r.read_until(b"\r\n\r\n")
+    assert r.read_exact(6) == b"part-1"  # close-delimited body, no chunk framing
+    w.close()
+    with pytest.raises(ConnectionResetError):  # a clean EOF would pass the truncated body as complete
+        while r.sock.recv(65536):
+            pass

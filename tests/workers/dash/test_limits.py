@@ -37,6 +37,16 @@ def test_eviction_of_oldest_completed(spawn, ns):
     assert s["evictions"] == 1 and s["resources"] == 3 and s["bytes_stored"] <= 250_000
 
 
+def test_empty_resources_are_charged_too(spawn, ns, raw):
+    wk = spawn({"max_resource_bytes": 10_000, "max_total_bytes": 50_000})
+    c = raw(wk.port)
+    for i in range(200):  # each costs its bookkeeping, not 0 bytes
+        c.send(f"PUT {ns}empty-{i} HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert c.response().status == 200
+    s = wk.stats()
+    assert s["bytes_stored"] <= 50_000 and s["resources"] < 50 and s["evictions"] > 150
+
+
 def test_store_full_of_unfinished_uploads_gives_507(spawn, ns, raw):
     wk = spawn({"max_resource_bytes": 100_000, "max_total_bytes": 150_000})
     a = raw(wk.port)
