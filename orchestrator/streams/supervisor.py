@@ -34,6 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
+from ..streams_port import WorkerUnavailable
 from . import placement, procs
 from .config import ConfigError, StreamsConfig, WorkerKind, load_config
 from .urls import EMPTY, render_sfu_data
@@ -46,7 +47,7 @@ ReplacedCallback = Callable[[list[str]], Awaitable[None] | None]
 DECISIONS_KEPT = 50
 
 
-class NoWorkerAvailable(Exception):
+class NoWorkerAvailable(WorkerUnavailable):
     """No worker of the session's kind can take it (pool exhausted, failed, or shutting down)."""
 
 
@@ -214,11 +215,18 @@ class Supervisor:
 
     def ready(self) -> bool:
         """Every configured kind has a RUNNING worker or a free slot to start one."""
+        return not self.unready_reasons()
+
+    def unready_reasons(self) -> list[str]:
+        """Why ready() is False, one line per kind (for /readyz)."""
+        if self._stopping:
+            return ["stream supervisor stopping"]
+        reasons = []
         for kind, cfg in self._config.workers.items():
             running = any(i.state is State.RUNNING for i in self._pool(kind, cfg))
             if not running and self._free_slot(cfg) is None:
-                return False
-        return not self._stopping
+                reasons.append(f"no {kind} worker running and no free port to start one")
+        return reasons
 
     def snapshot(self) -> dict:
         kinds = {}

@@ -121,9 +121,27 @@ async def await_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+SHIPPED = HERE.parents[1] / "config" / "streams.yaml"
+
+
+def shipped_with_free_ports(tmp_path: Path, kinds=("tcpreflector", "webrtc", "dash"),
+                            ports_each: int = 2) -> Path:
+    """config/streams.yaml as shipped, on loopback and free ports (the only changes)."""
+    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    doc["bind_host"] = "127.0.0.1"
+    doc["workers"] = {k: v for k, v in doc["workers"].items() if k in kinds}
+    for entry in doc["workers"].values():
+        entry["ports"] = free_ports(ports_each)
+    if "webrtc" in doc["workers"]:
+        doc["workers"]["webrtc"]["udp_ports"] = "41000-41019"
+    path = tmp_path / "shipped.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def h() -> SimpleNamespace:
     """Helpers for tests (a fixture, since test modules cannot import this file)."""
     return SimpleNamespace(free_ports=free_ports, fake_entry=fake_entry, alive=alive, FAKE=FAKE, HERE=HERE,
                            python=sys.executable, our_workers=_our_workers,
-                           await_exit=await_exit)
+                           await_exit=await_exit, shipped_with_free_ports=shipped_with_free_ports)

@@ -1,25 +1,9 @@
 """The real workers (python -m workers.tcp/dash/webrtc) run through the supervisor from the shipped config."""
 
 import asyncio
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import yaml
-
-SHIPPED = Path(__file__).parents[2] / "config" / "streams.yaml"
-
-
-def shipped_with_free_ports(h, tmp_path: Path) -> Path:
-    """config/streams.yaml as shipped, on loopback and free ports (the only changes)."""
-    doc = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    doc["bind_host"] = "127.0.0.1"
-    for entry in doc["workers"].values():
-        entry["ports"] = h.free_ports(2)
-    doc["workers"]["webrtc"]["udp_ports"] = "41000-41019"
-    path = tmp_path / "shipped.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return path
 
 
 def frame(stream: str, payload: bytes, ts: int = 1) -> bytes:
@@ -44,7 +28,7 @@ async def connections(http: aiohttp.ClientSession, control_port: int, n: int) ->
 
 
 async def test_tcpreflector_sessions_get_own_ports_and_never_see_each_other(h, tmp_path, supervisor):
-    sup = await supervisor(shipped_with_free_ports(h, tmp_path))
+    sup = await supervisor(h.shipped_with_free_ports(tmp_path))
     a = await sup.acquire("A", "tcpreflector")
     b = await sup.acquire("B", "tcpreflector")
     assert a.port != b.port
@@ -71,7 +55,7 @@ async def test_tcpreflector_sessions_get_own_ports_and_never_see_each_other(h, t
 
 
 async def test_dash_and_webrtc_urls_reach_live_workers(h, tmp_path, supervisor):
-    sup = await supervisor(shipped_with_free_ports(h, tmp_path))
+    sup = await supervisor(h.shipped_with_free_ports(tmp_path))
     dash = await sup.acquire("S1", "dash")
     other = await sup.acquire("S2", "dash")
     assert dash.worker == other.worker  # one relay serves many sessions
