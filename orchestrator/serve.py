@@ -1,14 +1,25 @@
-"""Running the orchestrator: uvicorn configured for this workload, and the process's exit code."""
+"""Running the orchestrator: uvicorn configured for this workload, signals, drain and exit code.
+
+SIGTERM (or SIGINT) starts a drain: /readyz turns 503, new logins and sessions are refused with
+5008, members of live sessions are told (SessionUpdated ORCHESTRATOR_DRAINING), and the server
+waits up to `drain_grace_s` for the sessions to end; then it stops its workers and exits 0.
+A second signal stops at once, still stopping the workers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
+from uvicorn._compat import asyncio_run
 
 from .logs import setup as setup_logging
 from .server import App
 from .settings import Settings
+from .streams_port import StreamsPort
 
 log = logging.getLogger("orchestrator")
 
@@ -29,32 +40,62 @@ def uvicorn_config(app: App, settings: Settings) -> uvicorn.Config:
         access_log=False,
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=3,
     )
+
+
+class OrchestratorServer(uvicorn.Server):
+    """uvicorn's server with a drain on the first signal instead of an immediate stop."""
+
+    def __init__(self, config: uvicorn.Config, app: App) -> None:
+        super().__init__(config)
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not recorded in _captured_signals: uvicorn would re-raise it at exit and lose our exit code.
+        if self.app.draining or self.should_exit or self.loop is None:
+            log.warning("%s: stopping now", signal.Signals(sig).name)
+            self.should_exit = True
+            self.force_exit = True
+            return
+        log.warning("%s: draining (grace %.0f s; send it again to stop now)",
+                    signal.Signals(sig).name, self.app.settings.drain_grace_s)
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        await self.app.drain()
+        self.should_exit = True
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        self.loop = asyncio.get_running_loop()
+        try:
+            await super().serve(sockets)
+        finally:
+            await self.app.shutdown()  # idempotent; uvicorn skips the lifespan on a forced stop
 
 
 def build_app(settings: Settings) -> App:
     return App(settings, streams=load_streams(settings))
 
 
-def load_streams(settings: Settings):  # type: ignore[no-untyped-def]
+def load_streams(settings: Settings) -> StreamsPort | None:
     """The stream supervisor for `settings.config`, or None when stream workers are not configured."""
     try:
-        from .streams.adapter import supervisor_for
+        from .stream_workers import streams_for
     except ImportError:
         return None
-    return supervisor_for(settings)
+    return streams_for(settings)
 
 
 def serve(settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
     app = build_app(settings)
-    server = uvicorn.Server(uvicorn_config(app, settings))
-
-    def stop() -> None:
-        server.should_exit = True
-
-    app.stop_requested = stop
+    config = uvicorn_config(app, settings)
+    server = OrchestratorServer(config, app)
+    app.stop_requested = lambda: setattr(server, "should_exit", True)
     log.info("orchestrator listening on %s:%d", settings.host, settings.port)
-    server.run()
+    asyncio_run(server.serve(), loop_factory=config.get_loop_factory())
+    if not server.started:
+        return 1
     return app.exit_code

@@ -8,6 +8,7 @@ its own reader task, so unrelated clients are not serialised behind one another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import ipaddress
@@ -29,7 +30,7 @@ from .http import probes
 from .http.responses import respond_json
 from .limits import AbuseCounter, TokenBucket
 from .model import Model, Outcome, Session, User
-from .protocol import CommandError, Err, Ev, envelope
+from .protocol import CommandError, Err, Ev, SessionEvent, envelope
 from .settings import Settings
 from .stats import Stats
 from .streams_port import NoStreams, StreamsPort, WorkerUnavailable
@@ -91,6 +92,8 @@ class App:
                               refresh_s=settings.ntp_refresh_s)
         self.conns: dict[str, Conn] = {}
         self.draining = False
+        self._sessions_gone = asyncio.Event()  # set while draining once the last session closed
+        self._shut_down = False
         self.exit_code = 0
         self.stop_requested: Callable[[], None] = lambda: None  # set by whoever runs the server
         self.routes: dict[str, Route] = {"/livez": probes.livez, "/readyz": probes.readyz}
@@ -139,10 +142,29 @@ class App:
         gc.set_threshold(50_000, 50, 100)
 
     async def shutdown(self) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
         for sid in list(self.conns):
             await self.sio.disconnect(sid)
         await self.streams.stop()
         await self.clock.stop()
+        log.info("orchestrator stopped")
+
+    async def drain(self) -> None:
+        """Refuse new logins and sessions, tell live sessions, wait for them to end (bounded)."""
+        self.draining = True
+        grace = self.settings.drain_grace_s
+        members = [uid for s in self.model.sessions.values() for uid in s.members]
+        event = {"eventId": SessionEvent.ORCHESTRATOR_DRAINING, "eventData": {"graceSeconds": grace}}
+        self.delivery.send(members, Ev.SESSION_UPDATED, (event,))
+        if self.model.sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sessions_gone.wait(), grace)
+        if self.model.sessions:
+            log.warning("drain grace over with %d session(s) still open", len(self.model.sessions))
+        else:
+            log.info("drained: no sessions left")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -344,6 +366,8 @@ class App:
         for session_id in outcome.closed_sessions:
             log.info("session %s closed", session_id)
             await self.streams.release(session_id)
+        if self.draining and not self.model.sessions:
+            self._sessions_gone.set()
 
     def stream_ack_body(self, user: User) -> dict[str, Any]:
         body = self.model.stream_info(user)
