@@ -1,0 +1,181 @@
+"""WebRTC SFU benchmark: forwarded packets/s and MB/s per core, end-to-end latency, 2 and 4 peers.
+
+Each configuration runs twice in the same invocation: through the SFU (aiortc test peers, ICE,
+DTLS-SRTP) and through a baseline forwarder that runs the SFU's own forwarding code over plain
+UDP. Ratios against that baseline say what the WebRTC stack costs on this (noisy) machine.
+Every peer is its own process; the forwarder's CPU time is read with psutil.
+
+    .venv/bin/python bench/webrtc_bench.py --peers 2 4 --rate-mbps 25 --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_json(url: str, predicate, timeout: float) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = json.loads(urllib.request.urlopen(url, timeout=1).read())
+            if predicate(data):
+                return data
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(url)
+        time.sleep(0.05)
+
+
+def start_forwarder(mode: str, npeers: int, workdir: str) -> tuple[subprocess.Popen, list[str]]:
+    """Start the SFU or the baseline; return it and the per-peer peer.py arguments."""
+    if mode == "udp":
+        proc = subprocess.Popen([PY, str(ROOT / "bench/webrtc/udp_forwarder.py"), "--peers", str(npeers)],
+                                stdout=subprocess.PIPE, text=True)
+        ports = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        return proc, [f"--target=127.0.0.1:{p}" for p in ports]
+    port = free_port()
+    settings = Path(workdir) / "sfu.yaml"
+    settings.write_text("ice_addresses: [127.0.0.1]\nlog_summary_interval: 60\n")
+    proc = subprocess.Popen([PY, "-m", "workers.webrtc", "--host", "127.0.0.1", "--port", str(port),
+                             "--settings", str(settings), "--log-level", "WARNING"], cwd=ROOT)
+    wait_json(f"http://127.0.0.1:{port}/healthz", lambda d: d["status"] == "ok", 10)
+    return proc, [f"--url=http://127.0.0.1:{port}"] * npeers
+
+
+def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as workdir:
+        fwd, targets = start_forwarder(mode, npeers, workdir)
+        peers = []
+        try:
+            for i in range(npeers):
+                peers.append(subprocess.Popen(
+                    [PY, str(ROOT / "bench/webrtc/peer.py"), "--mode", mode, targets[i], "--client-id", str(i + 1),
+                     "--rate-mbps", str(args.rate_mbps), "--frame-bytes", str(args.frame_bytes),
+                     "--duration", str(args.duration)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            for p in peers:
+                if p.stdout.readline().strip() != "READY":  # type: ignore[union-attr]
+                    raise RuntimeError("peer failed to start")
+            if mode == "webrtc":
+                url = targets[0].split("=", 1)[1] + "/stats"
+                wait_json(url, lambda d: d["peers"] == npeers and all(
+                    x["signaling"] == "stable" and x["connection"] == "connected" and x["offers"] == x["answers"]
+                    and x["outputs"] == 2 * (npeers - 1) for x in d["peer_list"]), 20)
+            proc = psutil.Process(fwd.pid)
+            cpu0, t0 = proc.cpu_times(), time.monotonic()
+            for p in peers:
+                p.stdin.write("GO\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+            results = [json.loads(p.stdout.readline()) for p in peers]  # type: ignore[union-attr]
+            cpu1, wall = proc.cpu_times(), time.monotonic() - t0
+            for p in peers:
+                p.wait(10)
+        finally:
+            for p in [*peers, fwd]:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(5)
+    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    received = sum(r["received"] for r in results)
+    sent = sum(r["sent"] for r in results)
+    nbytes = sum(r["bytes"] for r in results)
+    lat = [r["latencies_ms"] for r in results if r["latencies_ms"]]
+    headers: dict[str, int] = {}
+    for r in results:
+        for k, v in r["header_lengths"].items():
+            headers[k] = headers.get(k, 0) + v
+    return {
+        "mode": mode, "peers": npeers, "offered_mbps_per_peer": args.rate_mbps, "wall_s": wall, "cpu_s": cpu,
+        "cpu_util": cpu / wall, "forwarded_pkts": received, "expected_pkts": sent * (npeers - 1),
+        "loss": 1 - received / max(1, sent * (npeers - 1)),
+        "pps": received / args.duration, "mbps_out": nbytes * 8 / args.duration / 1e6,
+        "pps_per_core": received / cpu if cpu else 0.0, "mb_per_core_s": nbytes / 1e6 / cpu if cpu else 0.0,
+        "p50_ms": statistics.median(x["p50"] for x in lat) if lat else None,
+        "p99_ms": max(x["p99"] for x in lat) if lat else None,
+        "header_lengths": headers, "peer_cpu_s": sum(r["cpu_s"] for r in results),
+    }
+
+
+def srtp_cost_us(n: int = 20000) -> float:
+    """aiortc's SRTP (pylibsrtp, the profile aiortc negotiates first) protect+unprotect per 1192 B packet."""
+    from pylibsrtp import Policy, Session
+
+    key = os.urandom(28)
+    prof = Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=prof))
+    rx_policy = Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=prof)
+    rx_policy.window_size = 1024
+    rx = Session(rx_policy)
+    body = os.urandom(1172)
+    t0 = time.perf_counter()
+    for i in range(n):
+        rx.unprotect(tx.protect(bytes([0x90, 5]) + (i & 0xFFFF).to_bytes(2, "big") + bytes(16) + body))
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def table(rows: list[dict], srtp_us: float) -> str:
+    out = ["| peers | path | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU | pkt/s per core "
+           "| MB/s per core | loss | p50 ms | p99 ms | 20-B headers |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hdr = "all" if set(r["header_lengths"]) <= {"20"} else json.dumps(r["header_lengths"])
+        out.append(
+            f"| {r['peers']} | {'SFU (aiortc)' if r['mode'] == 'webrtc' else 'baseline UDP'} "
+            f"| {r['offered_mbps_per_peer']:.0f} | {r['pps']:.0f} | {r['mbps_out'] / 8:.1f} | {r['cpu_util']:.0%} "
+            f"| {r['pps_per_core']:.0f} | {r['mb_per_core_s']:.1f} | {r['loss']:.2%} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {hdr} |")
+    by = {(r["peers"], r["mode"]): r for r in rows}
+    out.append("")
+    out.append("| peers | CPU per forwarded packet, SFU / baseline | added p50 ms | added p99 ms |")
+    out.append("|---|---|---|---|")
+    for n in sorted({r["peers"] for r in rows}):
+        s, b = by.get((n, "webrtc")), by.get((n, "udp"))
+        if s and b and s["pps_per_core"] and b["pps_per_core"]:
+            out.append(f"| {n} | {b['pps_per_core'] / s['pps_per_core']:.2f}x "
+                       f"| {s['p50_ms'] - b['p50_ms']:.2f} | {s['p99_ms'] - b['p99_ms']:.2f} |")
+    out.append("")
+    out.append(f"aiortc SRTP alone (AES-128-GCM protect + unprotect, 1192-byte packet): {srtp_us:.1f} us")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peers", type=int, nargs="+", default=[2, 4])
+    p.add_argument("--rate-mbps", type=float, default=25.0, help="point-cloud rate each peer sends")
+    p.add_argument("--frame-bytes", type=int, default=100_000)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--json", help="also write raw results here")
+    args = p.parse_args()
+    rows = []
+    for n in args.peers:
+        for mode in ("udp", "webrtc"):
+            rows.append(run_case(mode, n, args))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(table(rows, srtp_cost_us()))
+
+
+if __name__ == "__main__":
+    main()
