@@ -63,8 +63,8 @@ class Supervisor:
     def __init__(self, config: StreamsConfig, *, log_dir: Path | None = None, run_dir: Path,
                  on_worker_replaced: ReplacedCallback | None = None):
         self._config = config
-        self._log_dir = Path(log_dir) if log_dir is not None else None
-        self._run_dir = Path(run_dir)
+        self._log_dir = Path(log_dir).absolute() if log_dir is not None else None
+        self._run_dir = Path(run_dir).absolute()  # workers may run elsewhere: their settings path must hold
         self._on_replaced = on_worker_replaced
         self._instances: list[Instance] = []
         self._by_session: dict[str, Instance] = {}
@@ -306,11 +306,16 @@ class Supervisor:
             return Slot(index, port, control, span)
         return None
 
+    def _pool_ports(self) -> set[int]:
+        ports = {p for cfg in self._config.workers.values() for pool in (cfg.ports, cfg.control_ports or ())
+                 for p in pool}
+        return ports | {i.port for i in self._instances}
+
     def _launch(self, kind: str, cfg: WorkerKind, slot: Slot) -> Instance:
         assert self._http is not None, "start() first"
         inst = Instance(kind, cfg, slot, public_host=self._config.public_host,
                         bind_host=self._config.bind_host, run_dir=self._run_dir, log_dir=self._log_dir,
-                        http=self._http, on_state=self._on_state)
+                        http=self._http, on_state=self._on_state, reserved_ports=self._pool_ports)
         self._instances.append(inst)
         inst.start()
         return inst

@@ -63,10 +63,15 @@ class Outcome:
     failure: bool
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_loopback_port(avoid: set[int]) -> int:
+    """An unused loopback port outside every configured pool (a pool port taken now would fail later)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise OSError("no free loopback port outside the configured pools")
 
 
 def _check_host(bind: str) -> str:
@@ -76,7 +81,8 @@ def _check_host(bind: str) -> str:
 class Instance:
     def __init__(self, kind: str, cfg: WorkerKind, slot: Slot, *, public_host: str, bind_host: str,
                  run_dir: Path, log_dir: Path | None, http: aiohttp.ClientSession,
-                 on_state: Callable[[Instance, State, State], None]):
+                 on_state: Callable[[Instance, State, State], None],
+                 reserved_ports: Callable[[], set[int]] = set):
         self.kind, self.cfg, self.slot = kind, cfg, slot
         self.public_host, self.bind_host = public_host, cfg.host or bind_host
         self.name = f"{kind}-{slot.port}"
@@ -94,6 +100,7 @@ class Instance:
         self.retiring = False
         self._recent: deque[float] = deque()
         self._run_dir, self._http, self._on_state = run_dir, http, on_state
+        self._reserved_ports = reserved_ports
         self._proc: asyncio.subprocess.Process | None = None
         self._usage: Usage | None = None
         self._task: asyncio.Task | None = None
@@ -184,7 +191,7 @@ class Instance:
 
     def _values(self) -> dict[str, object]:
         if self.slot.control_port is None and self.cfg.uses("control_port"):
-            self.control_port = _free_loopback_port()
+            self.control_port = _free_loopback_port(self._reserved_ports())
         udp = self.slot.udp or ("", "")
         return {"python": sys.executable, "port": self.port, "control_port": self.control_port or "",
                 "udp_min": udp[0], "udp_max": udp[1], "host": self.bind_host,
