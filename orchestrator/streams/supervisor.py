@@ -74,6 +74,7 @@ class Supervisor:
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
         self.reaped: list[int] = []
+        self.invalid_hosts = 0
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class Supervisor:
         self._config = new
         for inst in list(self._instances):
             cfg = new.workers.get(inst.kind)
-            same = cfg == inst.cfg and (new.public_host, new.bind_host) == (inst.public_host, inst.bind_host)
+            same = cfg == inst.cfg and (new.public_host, new.bind_host) == inst.hosts
             if same and inst.state not in TERMINAL:
                 inst.cfg = cfg
             elif not inst.sessions:
@@ -203,8 +204,9 @@ class Supervisor:
         try:
             return render_sfu_data(inst.cfg.urls.model_dump(), public_host=host, port=inst.port,
                                    session_id=session_id, user_id=user_id)
-        except ValueError as e:
-            log.warning("no sfuData for user %s of session %s: %s", user_id, session_id, e)
+        except ValueError as e:  # the client's own Host header: debug only, counted (clients can repeat it)
+            self.invalid_hosts += 1
+            log.debug("no sfuData for user %s of session %s: %s", user_id, session_id, e)
             return dict(EMPTY)
 
     def placement_of(self, session_id: str) -> Placement | None:
@@ -240,7 +242,8 @@ class Supervisor:
                 "config_missing": self._config.missing, "public_host": self._config.public_host,
                 "ready": self.ready(), "kinds": kinds,
                 "workers": [i.snapshot() for i in self._instances],
-                "placements": list(self._decisions), "reaped_orphans": list(self.reaped)}
+                "placements": list(self._decisions), "reaped_orphans": list(self.reaped),
+                "invalid_hosts": self.invalid_hosts}
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait for a condition on worker states (re-evaluated at every state change); for tools and tests."""

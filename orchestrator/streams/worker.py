@@ -85,6 +85,7 @@ class Instance:
                  reserved_ports: Callable[[], set[int]] = set):
         self.kind, self.cfg, self.slot = kind, cfg, slot
         self.public_host, self.bind_host = public_host, cfg.host or bind_host
+        self.hosts = (public_host, bind_host)  # the config's top-level values it was started with
         self.name = f"{kind}-{slot.port}"
         self.sessions: dict[str, int] = {}  # session id → users reported
         self.state = State.STOPPED

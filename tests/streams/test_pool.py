@@ -50,6 +50,18 @@ async def test_shared_workers_take_sessions_by_reported_users(h, write_config, s
         await sup.release(s)
     assert [w["pid"] for w in workers(sup)] == pids  # shared workers within `warm` stay
     assert sup.sfu_data("s2", "u", "h")["url_gen"] == f"http://h:{ports[1]}/s2/u/"
+    assert sup.sfu_data("s2", "u", "evil.org/x?") == {"url_gen": "", "url_audio": "", "url_pcc": ""}
+    assert sup.snapshot()["invalid_hosts"] == 1
+
+
+async def test_reloading_an_unchanged_file_restarts_nothing(h, write_config, supervisor):
+    entry = h.fake_entry(h.free_ports(1), urls=DASH, host="127.0.0.1")
+    path = write_config({"dash": entry}, bind_host="0.0.0.0")
+    sup = await supervisor(path)
+    await running(sup, 1)
+    before = workers(sup)
+    assert await sup.reload(path) == []
+    assert [w["pid"] for w in workers(sup)] == [before[0]["pid"]] and not workers(sup)[0]["retiring"]
 
 
 async def test_webrtc_slices_settings_file_and_configured_public_host(h, write_config, supervisor):
