@@ -27,8 +27,11 @@ from .delivery import Delivery
 from .handlers import COMMANDS, EVENTS, CommandSpec, Context, EventFn
 from .handlers.streams import OK_EMPTY
 from .http import probes
+from .http.metrics import metrics, registry_for
 from .http.responses import respond_json
 from .limits import AbuseCounter, TokenBucket
+from .logs import CONTEXT
+from .loopwatch import LoopWatch
 from .model import Model, Outcome, Session, User
 from .protocol import CommandError, Err, Ev, SessionEvent, envelope
 from .settings import Settings
@@ -96,7 +99,10 @@ class App:
         self._shut_down = False
         self.exit_code = 0
         self.stop_requested: Callable[[], None] = lambda: None  # set by whoever runs the server
-        self.routes: dict[str, Route] = {"/livez": probes.livez, "/readyz": probes.readyz}
+        self.loopwatch = LoopWatch()
+        self.metrics_registry = registry_for(self)
+        self.routes: dict[str, Route] = {"/livez": probes.livez, "/readyz": probes.readyz,
+                                         "/metrics": metrics}
         self._trusted = settings.trusted()
         self._engineio_app = socketio.ASGIApp(self.sio, socketio_path="socket.io")
         self._register_handlers()
@@ -134,6 +140,7 @@ class App:
 
     async def startup(self) -> None:
         self.clock.start()
+        self.loopwatch.start()
         await self.streams.start()
         # Long-lived objects created so far never need collecting again; with thousands of
         # clients the default thresholds make full collections stall the loop for a second.
@@ -149,6 +156,7 @@ class App:
             await self.sio.disconnect(sid)
         await self.streams.stop()
         await self.clock.stop()
+        await self.loopwatch.stop()
         log.info("orchestrator stopped")
 
     async def drain(self) -> None:
@@ -231,6 +239,7 @@ class App:
             data = args[0] if args else {}
             command_id = data.get("commandId") if isinstance(data, dict) else None
             ctx: Context | None = None
+            context_token = CONTEXT.set(self._log_context(conn))
             try:
                 if not conn.commands.take():
                     raise CommandError(Err.RATE_LIMITED)
@@ -251,6 +260,8 @@ class App:
                 log.exception("command %s from %s failed", name, conn.user_id or conn.sid)
                 code = Err.INTERNAL_ERROR
                 reply = envelope(Err.INTERNAL_ERROR, command_id=command_id)
+            finally:
+                CONTEXT.reset(context_token)
             self.stats.commands[(name, int(code))] += 1
             if ctx is not None and ctx.after_ack:
                 loop = asyncio.get_running_loop()
@@ -282,6 +293,10 @@ class App:
                 return envelope(Err.INTERNAL_ERROR)
             return body if body is OK_EMPTY else envelope(Err.OK, body)
         return handle
+
+    def _log_context(self, conn: Conn) -> tuple[str | None, str | None]:
+        user = self.model.users.get(conn.user_id) if conn.user_id else None
+        return (conn.user_id, user.session_id if user else None)
 
     async def _on_unknown(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
         self.stats.rejected["unknown_event"] += 1
