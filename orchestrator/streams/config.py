@@ -239,7 +239,7 @@ def _kind_problems(kind: str, wk: WorkerKind, top: _Top, base: Path) -> Iterator
     """Rules that span several keys of one worker entry."""
     k = f"workers.{kind}"
     used: set[str] = set()
-    templated = [("command", wk.command), ("env", wk.env), ("cwd", wk.cwd), ("settings", wk.settings)]
+    templated = [("command", wk.command), ("env", wk.env), ("settings", wk.settings)]
     for key, value in templated:
         for text in _strings(value):
             try:
@@ -355,6 +355,8 @@ def _validate(raw: Any, path: Path) -> tuple[StreamsConfig | None, list[tuple[st
             problems.extend(_pydantic_errors(e, f"workers.{kind}"))
             continue
         problems.extend(_kind_problems(kind, wk, top, path.parent))
+        if wk.cwd:  # relative to the config file, wherever the orchestrator runs
+            wk = wk.model_copy(update={"cwd": str((path.parent / wk.cwd).resolve())})
         workers[kind] = wk
     problems.extend(_overlaps(workers))
     public = top.public_host if top.public_host == "auto" else top.public_host.strip("[]")

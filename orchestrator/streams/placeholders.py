@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-#: Placeholders a worker's command, env, cwd and settings may use (values known when it starts).
+#: Placeholders a worker's command, env and settings may use (values known when it starts).
 COMMAND_NAMES = frozenset({
     "python", "port", "control_port", "udp_min", "udp_max", "host", "public_host",
     "settings_file", "log_level", "name", "kind",

@@ -211,7 +211,7 @@ class Instance:
 
         Path(str(values["settings_file"])).write_text(json.dumps(fill(self.cfg.settings)), encoding="utf-8")
         env = {"PYTHONUNBUFFERED": "1", **os.environ, **fill(self.cfg.env)}
-        return fill(self.cfg.command), env, fill(self.cfg.cwd)
+        return fill(self.cfg.command), env, self.cfg.cwd
 
     async def _life(self) -> Outcome:
         """Spawn, wait until healthy, watch until it exits or fails its checks; always ends with it gone."""

@@ -64,15 +64,19 @@ async def test_reloading_an_unchanged_file_restarts_nothing(h, write_config, sup
     assert [w["pid"] for w in workers(sup)] == [before[0]["pid"]] and not workers(sup)[0]["retiring"]
 
 
-async def test_webrtc_slices_settings_file_and_configured_public_host(h, write_config, supervisor):
+async def test_webrtc_slices_settings_file_and_configured_public_host(h, tmp_path, write_config, supervisor):
     ports = h.free_ports(2)
     entry = h.fake_entry(ports, "--udp-ports", "{udp_min}:{udp_max}", "--settings", "{settings_file}",
                          udp_ports="42000-42009", urls={"url_gen": "http://{public_host}:{port}/"},
-                         settings={"max_peers": 3, "label": "{name}"}, placement={"warm": 2})
+                         settings={"max_peers": 3, "label": "{name}"}, placement={"warm": 2},
+                         cwd="wd", env={"WORKER_MARK": "{kind}/{port}"})
+    (tmp_path / "wd").mkdir()
     sup = await supervisor(write_config({"webrtc": entry}, public_host="vr.example.org"))
     await running(sup, 2)
     for w, span in zip(workers(sup), ("42000:42004", "42005:42009"), strict=True):
-        argv = psutil.Process(w["pid"]).cmdline()
+        proc = psutil.Process(w["pid"])
+        assert proc.cwd() == str(tmp_path / "wd") and proc.environ()["WORKER_MARK"] == f"webrtc/{w['port']}"
+        argv = proc.cmdline()
         assert argv[argv.index("--udp-ports") + 1] == span
         settings = read_json(argv[argv.index("--settings") + 1])
         assert settings == {"max_peers": 3, "label": w["name"]}
