@@ -56,3 +56,11 @@ def test_bad_reload_keeps_old_tokens(secured):
     secured.wait_log("reload ignored: token", start=mark)
     with httpx.Client(base_url=secured.base) as c:
         assert c.put("/open/u1/a?token=shared-secret", content=b"x").status_code == 200
+
+
+def test_expect_is_refused_before_continue_without_token(secured, raw):
+    c = raw(secured.port)
+    c.send("PUT /open/u1/a HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    r = c.response()
+    assert r.status == 401 and r.headers["connection"] == "close"  # no 100 Continue came first
+    assert c.closed()
