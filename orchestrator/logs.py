@@ -62,12 +62,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup(level: str, fmt: str = "text") -> None:
+def setup(level: str, fmt: str = "text", *extra: logging.Handler) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ContextFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, *extra]
+    for each in root.handlers:
+        each.addFilter(ContextFilter())
     root.setLevel(level.upper())
     # uvicorn's per-request access log is per-packet noise for polling clients.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

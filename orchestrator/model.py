@@ -264,6 +264,11 @@ class Model:
             raise CommandError(Err.SESSION_NOT_EMPTY)
         return self._close(session)
 
+    def close_session(self, session_id: str) -> Outcome | None:
+        """Close a session whatever its state (operator action); None if there is no such session."""
+        session = self.sessions.get(session_id)
+        return None if session is None else self._close(session)
+
     def reset(self) -> Outcome:
         """Close every session and forget every user (operator command)."""
         outcome = Outcome()

@@ -89,8 +89,8 @@ def load_streams(settings: Settings) -> StreamsPort | None:
 
 
 def serve(settings: Settings) -> int:
-    setup_logging(settings.log_level, settings.log_format)
     app = build_app(settings)
+    setup_logging(settings.log_level, settings.log_format, app.logtail)
     config = uvicorn_config(app, settings)
     server = OrchestratorServer(config, app)
     app.stop_requested = lambda: setattr(server, "should_exit", True)

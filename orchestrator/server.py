@@ -26,11 +26,12 @@ from .clock import NtpClock
 from .delivery import Delivery
 from .handlers import COMMANDS, EVENTS, CommandSpec, Context, EventFn
 from .handlers.streams import OK_EMPTY
-from .http import probes
+from .http import admin, probes
 from .http.metrics import metrics, registry_for
 from .http.responses import respond_json
 from .limits import AbuseCounter, TokenBucket
 from .logs import CONTEXT
+from .logtail import LogTail
 from .loopwatch import LoopWatch
 from .model import Model, Outcome, Session, User
 from .protocol import CommandError, Err, Ev, SessionEvent, envelope
@@ -100,6 +101,7 @@ class App:
         self.exit_code = 0
         self.stop_requested: Callable[[], None] = lambda: None  # set by whoever runs the server
         self.loopwatch = LoopWatch()
+        self.logtail = LogTail()
         self.metrics_registry = registry_for(self)
         self.routes: dict[str, Route] = {"/livez": probes.livez, "/readyz": probes.readyz,
                                          "/metrics": metrics}
@@ -115,6 +117,8 @@ class App:
             await self._lifespan(receive, send)
         elif scope["path"].startswith("/socket.io"):
             await self._engineio_app(scope, receive, send)
+        elif scope["path"] == "/admin" or scope["path"].startswith("/admin/"):
+            await admin.handle(self, scope, receive, send)
         elif kind == "http" and scope["path"] in self.routes:
             await self.routes[scope["path"]](self, scope, receive, send)
         elif kind == "http":
@@ -217,12 +221,15 @@ class App:
             await self.logout(conn)
 
     def is_operator(self, conn: Conn, data: dict[str, Any]) -> bool:
+        return self.operator_allowed(conn.peer, conn.token or data.get("operatorToken"))
+
+    def operator_allowed(self, peer: str, supplied: Any) -> bool:
+        """A configured token must match (constant time); without one, trusted networks only."""
         expected = self.settings.operator_token
         if expected:
-            supplied = conn.token or data.get("operatorToken")
             return isinstance(supplied, str) and hmac.compare_digest(supplied.encode(), expected.encode())
         try:
-            address = ipaddress.ip_address(conn.peer.split("%", 1)[0])
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -402,6 +409,37 @@ class App:
             reasons.append("draining")
         reasons.extend(self.streams.unready_reasons())
         return reasons
+
+    async def close_session(self, session_id: str) -> bool:
+        """Operator action: close a session as if its administrator had gone."""
+        outcome = self.model.close_session(session_id)
+        if outcome is None:
+            return False
+        log.warning("operator closed session %s", session_id)
+        await self.settle(outcome)
+        return True
+
+    def admin_state(self) -> dict[str, Any]:
+        """Everything the operator page shows, in one JSON-ready object."""
+        model = self.model
+        return {
+            "id": self.instance_id,
+            "draining": self.draining,
+            "connections": len(self.conns),
+            "sessions": [
+                {**model.session_dict(s, with_definitions=False),
+                 "sessionUserNames": [model.users[uid].name for uid in s.members],
+                 "streams": {uid: sorted(model.users[uid].streams) for uid in s.members}}
+                for s in model.sessions.values()
+            ],
+            "users": [{"userId": u.user_id, "userName": u.name, "sessionId": u.session_id,
+                       "streams": sorted(u.streams), "subscriptions": sorted(u.subscriptions)}
+                      for u in model.users.values()],
+            "workers": self.streams.snapshot(),
+            "stats": {"dataFramesIn": self.stats.data_frames_in, "dataFramesOut": self.stats.data_frames_out,
+                      "dataDropped": dict(self.stats.data_dropped), "rejected": dict(self.stats.rejected),
+                      "eventLoopLagSeconds": self.loopwatch.lag_s},
+        }
 
     def schedule_reset(self) -> None:
         asyncio.get_running_loop().create_task(self.reset())

@@ -22,6 +22,7 @@ class StreamsPort(Protocol):
     def sfu_data(self, session_id: str, user_id: str, public_host: str) -> dict[str, str]: ...
     def snapshot(self) -> list[dict[str, Any]]: ...
     def unready_reasons(self) -> list[str]: ...
+    async def restart_worker(self, name: str) -> bool: ...
 
 
 EMPTY_SFU_DATA = {"url_gen": "", "url_audio": "", "url_pcc": ""}
@@ -51,3 +52,6 @@ class NoStreams:
 
     def unready_reasons(self) -> list[str]:
         return []
+
+    async def restart_worker(self, name: str) -> bool:
+        return False
