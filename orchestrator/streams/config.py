@@ -101,6 +101,7 @@ class Health(_Strict):
     path: str = "/healthz"
     target: Literal["port", "control_port"] = "port"
     host: str | None = None  # default: loopback for control_port, else the bind host (0.0.0.0/:: → loopback)
+    stats_path: str | None = "/stats"  # read with every passing healthz check; null = none
     startup_timeout_s: PosFloat = 10.0
     interval_s: PosFloat = 2.0
     timeout_s: PosFloat = 1.0
@@ -284,6 +285,8 @@ def _kind_problems(kind: str, wk: WorkerKind, top: _Top, base: Path) -> Iterator
         yield f"{k}.health.target", "control_port, but the command does not pass {control_port}"
     if not wk.health.path.startswith("/"):
         yield f"{k}.health.path", "must start with '/'"
+    if wk.health.stats_path is not None and not wk.health.stats_path.startswith("/"):
+        yield f"{k}.health.stats_path", "must start with '/'"
     if wk.restart.backoff.max_s < wk.restart.backoff.initial_s:
         yield f"{k}.restart.backoff.max_s", "smaller than initial_s"
     if wk.settings and "settings_file" not in used:

@@ -42,6 +42,17 @@ async def probe(http: aiohttp.ClientSession, check: str, host: str, port: int, p
         return False, f"{type(e).__name__}: {e}".rstrip(": "), None
 
 
+async def fetch_stats(http: aiohttp.ClientSession, host: str, port: int, path: str,
+                      timeout: float) -> dict | None:
+    """The worker's own counters (GET /stats, a JSON object of at most 256 KiB), or None."""
+    try:
+        async with asyncio.timeout(timeout), http.get(f"http://{url_host(host)}:{port}{path}") as resp:
+            data = json.loads(await resp.content.read(256 * 1024)) if resp.status == 200 else None
+    except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class Usage:
     """CPU and memory of a worker and its helpers; keeps the Process objects (cpu_percent needs them)."""
 

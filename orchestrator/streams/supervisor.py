@@ -246,7 +246,7 @@ class Supervisor:
                 "invalid_hosts": self.invalid_hosts}
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait for a condition on worker states (re-evaluated at every state change); for tools and tests."""
+        """Wait for a condition on workers (re-evaluated at every state change and health sample)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not predicate():
@@ -318,7 +318,8 @@ class Supervisor:
         assert self._http is not None, "start() first"
         inst = Instance(kind, cfg, slot, public_host=self._config.public_host,
                         bind_host=self._config.bind_host, run_dir=self._run_dir, log_dir=self._log_dir,
-                        http=self._http, on_state=self._on_state, reserved_ports=self._pool_ports)
+                        http=self._http, on_state=self._on_state, reserved_ports=self._pool_ports,
+                        on_sample=self._notify)
         self._instances.append(inst)
         inst.start()
         return inst

@@ -27,7 +27,7 @@ import aiohttp
 
 from . import placeholders, procs
 from .config import WorkerKind
-from .health import Usage, probe
+from .health import Usage, fetch_stats, probe
 from .logs import WorkerLog
 
 log = logging.getLogger("orchestrator.streams")
@@ -82,7 +82,7 @@ class Instance:
     def __init__(self, kind: str, cfg: WorkerKind, slot: Slot, *, public_host: str, bind_host: str,
                  run_dir: Path, log_dir: Path | None, http: aiohttp.ClientSession,
                  on_state: Callable[[Instance, State, State], None],
-                 reserved_ports: Callable[[], set[int]] = set):
+                 reserved_ports: Callable[[], set[int]] = set, on_sample: Callable[[], None] = lambda: None):
         self.kind, self.cfg, self.slot = kind, cfg, slot
         self.public_host, self.bind_host = public_host, cfg.host or bind_host
         self.hosts = (public_host, bind_host)  # the config's top-level values it was started with
@@ -96,12 +96,13 @@ class Instance:
         self.cpu, self.rss = 0.0, 0
         self.last_exit: int | None = None
         self.health: dict | None = None
+        self.stats: dict | None = None
         self.since = time.time()
         self.replace_pending = False  # it served sessions when its process failed
         self.retiring = False
         self._recent: deque[float] = deque()
         self._run_dir, self._http, self._on_state = run_dir, http, on_state
-        self._reserved_ports = reserved_ports
+        self._reserved_ports, self._on_sample = reserved_ports, on_sample
         self._proc: asyncio.subprocess.Process | None = None
         self._usage: Usage | None = None
         self._task: asyncio.Task | None = None
@@ -263,11 +264,15 @@ class Instance:
             await asyncio.wait({exited}, timeout=min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5, h.interval_s)
 
-    async def _probe(self) -> tuple[bool, str, dict | None]:
+    def _health_target(self) -> tuple[str, int]:
         h = self.cfg.health
         port = self.control_port if h.target == "control_port" else self.port
         host = h.host or ("127.0.0.1" if h.target == "control_port" else _check_host(self.bind_host))
-        return await probe(self._http, h.check, host, int(port or 0), h.path, h.timeout_s)
+        return host, int(port or 0)
+
+    async def _probe(self) -> tuple[bool, str, dict | None]:
+        h = self.cfg.health
+        return await probe(self._http, h.check, *self._health_target(), h.path, h.timeout_s)
 
     async def _watch(self, proc, exited: asyncio.Future) -> Outcome:
         h = self.cfg.health
@@ -282,6 +287,10 @@ class Instance:
                 return self._exit_outcome(exited.result())
             if ok:
                 failed, self.health = 0, health
+                if h.check == "healthz" and h.stats_path:
+                    host, port = self._health_target()
+                    self.stats = await fetch_stats(self._http, host, port, h.stats_path, h.timeout_s)
+                self._on_sample()
                 continue
             failed += 1
             log.warning("worker %s failed health check %d/%d: %s", self.name, failed, h.unhealthy_after, why)
@@ -298,7 +307,7 @@ class Instance:
             t.cancel()
         self.last_exit = proc.returncode
         self.pidfile.unlink(missing_ok=True)
-        self._proc, self.pid, self.cpu, self.rss = None, None, 0.0, 0
+        self._proc, self.pid, self.cpu, self.rss, self.stats = None, None, 0.0, 0, None
 
     def snapshot(self) -> dict:
         return {"name": self.name, "kind": self.kind, "state": self.state.value, "reason": self.reason,
@@ -307,4 +316,5 @@ class Instance:
                 "sessions": dict(self.sessions), "users": sum(self.sessions.values()),
                 "capacity": self.cfg.capacity, "restarts": self.restarts, "last_exit": self.last_exit,
                 "cpu_percent": round(self.cpu, 1), "rss_bytes": self.rss, "health": self.health,
+                "stats": self.stats,
                 "log_lines_suppressed": self.output.suppressed, "retiring": self.retiring}

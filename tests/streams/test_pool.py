@@ -52,6 +52,7 @@ async def test_shared_workers_take_sessions_by_reported_users(h, write_config, s
     assert sup.sfu_data("s2", "u", "h")["url_gen"] == f"http://h:{ports[1]}/s2/u/"
     assert sup.sfu_data("s2", "u", "evil.org/x?") == {"url_gen": "", "url_audio": "", "url_pcc": ""}
     assert sup.snapshot()["invalid_hosts"] == 1
+    assert await sup.wait_until(lambda: all(w["stats"] == {"connections": 0} for w in workers(sup)), 10)
 
 
 async def test_reloading_an_unchanged_file_restarts_nothing(h, write_config, supervisor):

@@ -42,6 +42,11 @@ async def test_tcpreflector_sessions_get_own_ports_and_never_see_each_other(h, t
     async with aiohttp.ClientSession() as http:
         await connections(http, control[a.worker], 2)
         await connections(http, control[b.worker], 2)
+
+    def reported(worker: str) -> int | None:
+        stats = next(w["stats"] for w in sup.snapshot()["workers"] if w["name"] == worker)
+        return (stats or {}).get("connections")
+    assert await sup.wait_until(lambda: reported(a.worker) == 2, 10)  # the worker's /stats, in the snapshot
     fa, fb = frame("u1/pointcloud/0", b"A" * 1000), frame("u1/audio/0", b"B" * 10)
     peers["A"][0][1].write(fa)
     peers["B"][0][1].write(fb)
