@@ -156,6 +156,8 @@ CASES = [  # (id, change, expected "key: problem" fragment)
      "workers.dash.health.host:"),
     ("health path", lambda d: put(d, W + "dash.health", {"path": "healthz"}),
      "workers.dash.health.path: must start with '/'"),
+    ("stats path", lambda d: put(d, W + "dash.health", {"stats_path": "stats"}),
+     "workers.dash.health.stats_path: must start with '/'"),
     ("backoff max below initial", lambda d: put(d, "defaults.restart", {"backoff": {"initial_s": 5,
      "max_s": 1}}),
      "workers.dash.restart.backoff.max_s: smaller than initial_s"),
