@@ -17,13 +17,14 @@ import socket
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
-from workers.tcp.framing import HEADER_SIZE, HeaderError, parse_header
+from workers.tcp.framing import HEADER_SIZE, Header, HeaderError, parse_header
 from workers.tcp.outbox import Frame, Outbox
 
 if TYPE_CHECKING:
     from workers.tcp.reflector import Reflector
 
-SCRATCH_BYTES = 64 * 1024  # one read of small frames (audio) or the start of a large one
+SCRATCH_BYTES = 256 * 1024  # one read: many small frames, or the start of a large one
+SMALL_FRAME = SCRATCH_BYTES // 2  # frames up to this size are assembled in the scratch buffer
 CHUNK_BYTES = 2 * 1024 * 1024  # most a slow sender can make us allocate ahead of its data
 
 
@@ -44,6 +45,7 @@ class Connection(asyncio.BufferedProtocol):
         self._max_length = hub.settings.max_frame_bytes
         self._scratch = memoryview(bytearray(SCRATCH_BYTES))
         self._start = self._end = 0  # unparsed bytes are _scratch[_start:_end]
+        self._waiting: Header | None = None  # header of the small frame at _start still arriving
         self._chunks: list[bytearray] = []  # the frame being received directly (large frames)
         self._cur: memoryview | None = None  # chunk now being filled, None when reading into scratch
         self._pos = 0
@@ -123,38 +125,51 @@ class Connection(asyncio.BufferedProtocol):
             self._next_chunk()
             return
         chunks, self._chunks, self._cur = self._chunks, [], None
-        self._emit(chunks, self._total, self._stream, now)
+        self._emit([Frame(chunks, self._total, self._stream, self.hub.is_priority(self._stream), now)])
 
     def _parse(self, now: float) -> None:
+        """Take every complete frame out of the scratch buffer; set up a direct read for a large one."""
         sv, start, end = self._scratch, self._start, self._end
-        consumed = False
+        batch: list[Frame] = []
+        error = None
+        header, self._waiting = self._waiting, None  # validated already; not again on every read
         while end - start >= HEADER_SIZE:
-            try:
-                header = parse_header(sv[start : start + HEADER_SIZE], self._max_length)
-            except HeaderError as exc:
-                self.close(exc.reason, str(exc))
-                return
+            if header is None:
+                try:
+                    header = parse_header(sv[start : start + HEADER_SIZE], self._max_length)
+                except HeaderError as exc:
+                    error = exc
+                    break
             total = HEADER_SIZE + header.length
-            consumed = True
-            if end - start >= total:  # a whole small frame: one copy out of the scratch buffer
-                self._emit([sv[start : start + total].tobytes()], total, header.stream, now)
+            if end - start >= total:  # complete: one copy out of the scratch buffer
+                batch.append(Frame([sv[start : start + total].tobytes()], total, header.stream,
+                                   self.hub.is_priority(header.stream), now))
                 start += total
-                continue
-            first = bytearray(min(total, CHUNK_BYTES))  # the rest is read straight into its own buffer
-            first[: end - start] = sv[start:end]
-            self._chunks, self._cur, self._pos = [first], memoryview(first), end - start
-            self._remaining, self._total, self._stream = total - len(first), total, header.stream
+            elif total > SMALL_FRAME:  # large: the rest is read straight into the frame's own buffer
+                first = bytearray(min(total, CHUNK_BYTES))
+                first[: end - start] = sv[start:end]
+                self._chunks, self._cur, self._pos = [first], memoryview(first), end - start
+                self._remaining, self._total, self._stream = total - len(first), total, header.stream
+                start = end = 0
+            else:
+                self._waiting = header  # a small frame still arriving: it completes in the scratch buffer
+                break
+            header = None
+        if start == end:
             start = end = 0
-            break
-        if start:
-            left = end - start  # < HEADER_SIZE and start >= HEADER_SIZE: no overlap
-            sv[:left] = sv[start:end]
-            start, end = 0, left
+        elif start > SCRATCH_BYTES - SMALL_FRAME:  # keep room for the pending frame to complete
+            sv[: end - start] = sv[start:end]
+            start, end = 0, end - start
         self._start, self._end = start, end
-        if not end:
+        pending = end - start
+        if not pending or pending >= HEADER_SIZE:
             self.header_since = 0.0
-        elif consumed or not self.header_since:
+        elif batch or not self.header_since:
             self.header_since = now
+        if batch:
+            self._emit(batch)  # valid frames that came before a bad header still go out
+        if error is not None:
+            self.close(error.reason, str(error))
 
     def _next_chunk(self) -> None:
         size = min(self._remaining, CHUNK_BYTES)
@@ -163,41 +178,52 @@ class Connection(asyncio.BufferedProtocol):
         self._chunks.append(chunk)
         self._cur, self._pos = memoryview(chunk), 0
 
-    def _emit(self, bufs: list, total: int, stream: str, now: float) -> None:
-        self.frames_in += 1
-        self.bytes_in += total
-        self.hub.dispatch(self, Frame(bufs, total, stream, self.hub.is_priority(stream), now))
+    def _emit(self, frames: list[Frame]) -> None:
+        self.frames_in += len(frames)
+        self.bytes_in += sum(f.nbytes for f in frames)
+        self.hub.dispatch(self, frames)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def offer(self, frame: Frame) -> None:
-        """Hand a frame over now if the link has room, else queue it (the queue may drop)."""
+    def offer(self, frames: list[Frame], bufs: list) -> None:
+        """Hand frames over now if the link has room, else queue them (the queue may drop).
+
+        ``bufs`` are the frames' buffers in order, flattened once for all receivers."""
         if self.closing:
             return
         if self.paused or self.outbox.frames:
-            self.outbox.push(frame)
+            for frame in frames:
+                self.outbox.push(frame)
         else:
-            self._send(frame)
+            self._send(frames, bufs)
 
-    def _send(self, frame: Frame) -> None:
+    def _send(self, frames: list[Frame], bufs: list) -> None:
+        """One write (one syscall) for a batch: fewer, larger writes cost far less per byte."""
         try:
-            if len(frame.bufs) == 1:
-                self.transport.write(frame.bufs[0])  # type: ignore[union-attr]
+            if len(bufs) == 1:
+                self.transport.write(bufs[0])  # type: ignore[union-attr]
             else:
-                self.transport.writelines(frame.bufs)  # type: ignore[union-attr]
+                self.transport.writelines(bufs)  # type: ignore[union-attr]
         except RuntimeError:  # the transport already failed; connection_lost is on its way
             self.closing = True
             return
         now = self.last_tx = perf_counter()
-        self.frames_out += 1
-        self.bytes_out += frame.nbytes
-        self.hub.latency.add(now - frame.t_read)
+        self.frames_out += len(frames)
+        add = self.hub.latency.add
+        for frame in frames:
+            self.bytes_out += frame.nbytes
+            add(now - frame.t_read)
 
     def pause_writing(self) -> None:
         self.paused, self.paused_since = True, perf_counter()
 
     def resume_writing(self) -> None:
         self.paused = False
-        outbox = self.outbox
+        outbox, limit = self.outbox, self.hub.settings.write_buffer_high
         while outbox.frames and not self.paused and not self.closing:
-            self._send(outbox.pop())  # type: ignore[arg-type]
+            batch, size = [], 0
+            while outbox.frames and size < limit:
+                frame = outbox.pop()
+                batch.append(frame)  # type: ignore[arg-type]
+                size += frame.nbytes  # type: ignore[union-attr]
+            self._send(batch, [b for f in batch for b in f.bufs])

@@ -92,11 +92,12 @@ class Reflector:
 
     # -- frames -------------------------------------------------------------------------------
 
-    def dispatch(self, sender: Connection, frame: Frame) -> None:
-        """Every other connection gets the frame, whole; the sender never gets its own."""
+    def dispatch(self, sender: Connection, frames: list[Frame]) -> None:
+        """Every other connection gets the frames, whole and in order; the sender never gets its own."""
+        bufs = frames[0].bufs if len(frames) == 1 else [b for f in frames for b in f.bufs]
         for conn in self._fanout:
             if conn is not sender:
-                conn.offer(frame)
+                conn.offer(frames, bufs)
 
     def is_priority(self, stream: str) -> bool:
         prio = self._prio_cache.get(stream)

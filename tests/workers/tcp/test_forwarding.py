@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 
 from workers.tcp.framing import build_header
@@ -34,6 +35,26 @@ async def test_frame_split_into_one_byte_sends(spawn, connect) -> None:
     for i in range(len(frame)):  # TCP_NODELAY and an empty buffer: every write is its own send()
         await sender.send_raw(frame[i : i + 1])
     assert await asyncio.wait_for(receiver.reader.readexactly(len(frame)), 5) == frame
+
+
+async def test_random_sizes_and_split_points(spawn, connect) -> None:
+    rng = random.Random(7)
+    worker = spawn({"queue": {"frames": 1000}})  # about framing, not backpressure: nothing may drop
+    sender, a, b = await connect.session(worker, 3)
+    sizes = [rng.choice([0, 1, 200, 2_000, 60_000, 127_000, 131_072, 200_000, 700_000]) for _ in range(100)]
+    wire = b"".join(build_header(f"alice/s{i % 4}/0", i, n) + rng.randbytes(n) for i, n in enumerate(sizes))
+
+    async def send() -> None:
+        pos = 0
+        while pos < len(wire):  # arbitrary write boundaries, so frames straddle the worker's reads
+            step = rng.choice([1, 127, 129, 5_000, 70_000, 300_000])
+            await sender.send_raw(wire[pos : pos + step])
+            pos += step
+
+    _, got_a, got_b = await asyncio.wait_for(asyncio.gather(
+        send(), a.reader.readexactly(len(wire)), b.reader.readexactly(len(wire))), 20)
+    assert got_a == wire and got_b == wire
+    assert (await worker.astats())["drops_total"] == 0
 
 
 async def test_zero_length_payload(spawn, connect) -> None:
