@@ -76,6 +76,9 @@ class StreamsAdapter:
         """The workers (DumpData "workers"); the supervisor's snapshot() has placements and kinds too."""
         return self.supervisor.snapshot()["workers"]
 
+    async def restart_worker(self, name: str) -> bool:
+        return await self.supervisor.restart_worker(name)
+
     def unready_reasons(self) -> list[str]:
         return self.supervisor.unready_reasons()
 

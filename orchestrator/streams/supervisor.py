@@ -209,6 +209,18 @@ class Supervisor:
             log.debug("no sfuData for user %s of session %s: %s", user_id, session_id, e)
             return dict(EMPTY)
 
+    async def restart_worker(self, name: str) -> bool:
+        """Operator action: restart one worker now (a FATAL one gets a fresh start); False if unknown.
+
+        Its sessions stay on it and are reported through on_worker_replaced once it is RUNNING again.
+        """
+        inst = next((i for i in self._instances if i.name == name), None)
+        if inst is None or inst.retiring or inst.stopping or self._stopping:
+            return False
+        log.info("worker %s: restart requested", name)
+        await inst.restart()
+        return True
+
     def placement_of(self, session_id: str) -> Placement | None:
         inst = self._by_session.get(session_id)
         return None if inst is None else self._placement(session_id, inst)

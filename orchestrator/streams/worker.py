@@ -139,6 +139,24 @@ class Instance:
             self._stop_task = asyncio.create_task(self._stop(grace), name=f"stop {self.name}")
         await asyncio.shield(self._stop_task)
 
+    async def restart(self) -> None:
+        """Operator restart: end the process, forget the crash-loop history, start again on the same slot."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._proc is not None:
+            self._set(State.STOPPING, "restart requested")
+            await self._end_process(self.cfg.restart.stop_grace_s)
+        self._recent.clear()
+        self.replace_pending = bool(self.sessions)
+        self.restarts += 1
+        self.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_task is not None
+
     async def _stop(self, grace: float | None) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -44,6 +44,7 @@ async def test_adapter_serves_sessions_and_reloads_on_sighup(h, tmp_path, write_
                        for w in adapter.snapshot() if not w["sessions"])
         assert await sup.wait_until(reloaded, 15)
         assert adapter.unready_reasons() == []
+        assert not await adapter.restart_worker("nonexistent")
     finally:
         await adapter.stop()
     assert adapter.snapshot() == [] and not h.our_workers()

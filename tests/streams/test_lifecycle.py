@@ -117,6 +117,28 @@ async def test_sessions_of_a_failed_worker_move_to_another(h, write_config, supe
     assert workers(sup, port=ports[0])[0]["state"] == "FATAL"
 
 
+async def test_operator_restart_keeps_sessions_and_revives_a_fatal_worker(h, write_config, supervisor):
+    replaced = asyncio.Queue()
+    port = h.free_ports(1)
+    sup = await supervisor(write_config({"tcpreflector": h.fake_entry(port, control=True,
+                                                                      restart={"max_restarts": 0})}),
+                           on_replaced=replaced.put_nowait)
+    await sup.acquire("s1", "tcpreflector")
+    old = workers(sup)[0]
+    assert await sup.restart_worker(old["name"])
+    assert await asyncio.wait_for(replaced.get(), 15) == ["s1"]
+    new = workers(sup)[0]
+    assert new["pid"] != old["pid"] and not h.alive(old["pid"]) and new["sessions"] == {"s1": 0}
+
+    os.kill(new["pid"], signal.SIGKILL)  # max_restarts 0: FATAL, and no other port to move s1 to
+    assert await asyncio.wait_for(replaced.get(), 15) == ["s1"]
+    assert workers(sup)[0]["state"] == "FATAL" and sup.placement_of("s1") is None
+    assert sup.sfu_data("s1", "u", "h")["url_gen"] == ""
+    assert await sup.restart_worker(old["name"])
+    await running(sup, 1)
+    assert not await sup.restart_worker("tcpreflector-1")
+
+
 async def test_stop_leaves_no_process(h, write_config, supervisor):
     sup = await supervisor(write_config({
         "tcpreflector": h.fake_entry(h.free_ports(1), "--spawn-child", "--ignore-sigterm"),
