@@ -18,8 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen.generator import LoadSpec, raise_fd_limit
+from bench.loadgen.report import render
 from bench.loadgen.servers import REPO
-from bench.loadgen.table import Plan, main_argv, now, render, run
+from bench.loadgen.table import Plan, main_argv, now, run
 
 TABLE_ROWS = [100, 500, 1000, 2000, 4000]
 TABLE_IDLE = 5000
@@ -28,55 +29,44 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "messaging.md"
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--table",
-        action="store_true",
-        help=f"rows N={','.join(map(str, TABLE_ROWS))} plus {TABLE_IDLE} idle, written to {DEFAULT_OUT.name}",
+    add = p.add_argument
+    add(
+        "--table", action="store_true", help=f"N={TABLE_ROWS} plus {TABLE_IDLE} idle, into {DEFAULT_OUT.name}"
     )
-    p.add_argument("--clients", help="comma-separated N of the loaded rows (default: the table's, or 100)")
-    p.add_argument(
+    add("--clients", help="comma-separated N of the loaded rows (default: the table's, or 100)")
+    add(
         "--idle", type=int, help=f"idle connections row, 0 = none (default {TABLE_IDLE} with --table, else 0)"
     )
-    p.add_argument("--duration", type=float, default=30.0, help="sending seconds per row (default 30)")
-    p.add_argument("--warmup", type=float, default=2.0, help="first seconds not timed (default 2)")
-    p.add_argument(
-        "--drain", type=float, default=5.0, help="seconds to wait for in-flight frames (default 5)"
+    add("--duration", type=float, default=30.0, help="sending seconds per row (default 30)")
+    add("--warmup", type=float, default=2.0, help="first seconds not timed (default 2)")
+    add("--drain", type=float, default=5.0, help="seconds to wait for in-flight frames (default 5)")
+    add("--payload", type=int, default=50 * 1024, help="SendData bytes (default 51200)")
+    add("--rate", type=float, default=1.0, help="SendData per second per client (default 1)")
+    add("--session-size", type=int, default=2, help="clients per session, all registered to all (default 2)")
+    add("--processes", type=int, default=0, help="generator processes (default one per 2000 clients)")
+    add("--ramp", type=int, default=32, help="sessions set up concurrently (default 32)")
+    add("--probe-interval", type=float, default=0.1, help="seconds between probe operations (default 0.1)")
+    add("--repeat", type=int, default=1, help="runs per row; the table shows the median by p99 (default 1)")
+    add("--server-url", help="measure this running orchestrator instead of starting one")
+    add("--server-pid", type=int, help="its pid, for CPU and RSS figures")
+    add("--server-cmd", help="command to start instead of `orchestrator serve`, with {host} and {port}")
+    add("--no-baseline", action="store_true", help="skip the bare relay rows")
+    add("--pin", action="store_true", help="pin the server to one CPU and the generator to the others")
+    add("--profile", action="store_true", help="sample the server with py-spy if it is installed")
+    add("--host", default="127.0.0.1", help="where started servers listen (default 127.0.0.1)")
+    add(
+        "--out",
+        type=Path,
+        help="Markdown output (default bench/results/messaging.md with --table, else stdout)",
     )
-    p.add_argument("--payload", type=int, default=50 * 1024, help="SendData bytes (default 51200)")
-    p.add_argument("--rate", type=float, default=1.0, help="SendData per second per client (default 1)")
-    p.add_argument(
-        "--session-size",
-        type=int,
-        default=2,
-        help="clients per session; each registers every other member's stream (default 2)",
-    )
-    p.add_argument(
-        "--processes", type=int, default=0, help="generator processes (default one per 2000 clients)"
-    )
-    p.add_argument("--ramp", type=int, default=32, help="sessions set up concurrently (default 32)")
-    p.add_argument(
-        "--probe-interval", type=float, default=0.1, help="seconds between probe operations (default 0.1)"
-    )
-    p.add_argument("--server-url", help="measure this running orchestrator instead of starting one")
-    p.add_argument("--server-pid", type=int, help="its pid, for CPU and RSS figures")
-    p.add_argument(
-        "--server-cmd", help="command template to start instead of `orchestrator serve` ({host}, {port})"
-    )
-    p.add_argument("--no-baseline", action="store_true", help="skip the bare relay rows")
-    p.add_argument(
-        "--pin", action="store_true", help="pin the server to one CPU and the generator to the others"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="where started servers listen (default 127.0.0.1)")
-    p.add_argument(
-        "--out", type=Path, help=f"Markdown output (default {DEFAULT_OUT} with --table, else stdout)"
-    )
-    p.add_argument("--json", type=Path, help="also write every figure as JSON here")
-    p.add_argument(
-        "--log-dir", type=Path, default=REPO / "bench" / "out", help="server output (default bench/out)"
-    )
+    add("--json", type=Path, help="also write every figure of every run as JSON here")
+    add("--log-dir", type=Path, default=REPO / "bench" / "out", help="server output (default bench/out)")
     args = p.parse_args(argv)
-    if args.session_size < 1 or args.payload < 16 or args.rate < 0 or args.duration <= 0:
-        p.error("need --session-size >= 1, --payload >= 16 (the frame header), --rate >= 0, --duration > 0")
+    if min(args.session_size, args.repeat) < 1 or args.payload < 16 or args.rate < 0 or args.duration <= 0:
+        p.error(
+            "need --session-size and --repeat >= 1, --payload >= 16 (the frame header), --rate >= 0, "
+            "--duration > 0"
+        )
     return args
 
 
@@ -116,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         pin=args.pin,
         processes=args.processes,
         probe_interval=args.probe_interval,
+        repeat=args.repeat,
+        profile=args.profile,
         log_dir=args.log_dir,
     )
     started_at = now()
@@ -124,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("interrupted; servers and generators stopped", file=sys.stderr)
         return 130
-    markdown = render(results, plan, main_argv(), started_at)
+    markdown = render(results, vars(plan), main_argv(), started_at)
     out = args.out or (DEFAULT_OUT if args.table else None)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    return 1 if any(r["error_count"] for r in results) else 0
+    failed = [f"{r['target']} N={r['clients']}: {r['errors']}" for r in results if r["error_count"]]
+    if failed:
+        print(
+            "rows with errors (connections refused or closed, failed commands):",
+            *failed,
+            sep="\n  ",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ class Tally:
         self.spec = spec
         self.sent = self.skipped = self.expected = self.received = self.out_of_order = 0
         self.latency_us = array("q")
+        self.due_s = array("H")  # second of the window each latency sample was due in
         self.errors: Counter[str] = Counter()
-        self.measure_from = 1 << 62
+        self.measure_from = self.t0 = 1 << 62
         self.closing = False
 
     def error(self, what: str) -> None:
@@ -82,6 +83,7 @@ class Tally:
             "received": self.received,
             "out_of_order": self.out_of_order,
             "latency_us": self.latency_us.tobytes(),
+            "due_s": self.due_s.tobytes(),
             "errors": dict(self.errors),
             **extra,
         }
@@ -113,6 +115,7 @@ class Member:
             self.last_seq[sender] = seq
         if due >= tally.measure_from:
             tally.latency_us.append((now - due) // 1000)
+            tally.due_s.append((due - tally.t0) // NS)
 
     def on_close(self) -> None:
         if not (self.closing or self.tally.closing):
@@ -213,7 +216,7 @@ async def run(pipe, spec: LoadSpec, groups: list[range], ramp: int) -> None:
         if command[0] == "go":
             t0 = command[1]
             end = t0 + int(spec.duration * NS)
-            tally.measure_from = t0 + int(spec.warmup * NS)
+            tally.t0, tally.measure_from = t0, t0 + int(spec.warmup * NS)
             body = os.urandom(max(0, spec.payload - wire.HEADER.size))
             lags: list[float] = []
             await sleep_until(t0)

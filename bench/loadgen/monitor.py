@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import aiohttp
 import psutil
@@ -67,7 +68,8 @@ class LagScraper:
             self.series.setdefault(name, []).append(float(value))
 
 
-async def sample_rss(tree: ProcessTree, into: list[int], period: float = 0.5) -> None:
+async def sample(tree: ProcessTree, into: list[tuple[float, float, int]], period: float = 1.0) -> None:
+    """(monotonic s, CPU s, RSS bytes) every period: the CPU slope shows when the server saturated."""
     while True:
-        into.append(tree.rss_bytes())
+        into.append((time.monotonic(), tree.cpu_s(), tree.rss_bytes()))
         await asyncio.sleep(period)

@@ -9,19 +9,22 @@ frames delivered, so work spent on frames that were later dropped is charged to 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import multiprocessing
 import time
 from array import array
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 import aiohttp
 import psutil
 
 from .generator import NS, LoadSpec, session_groups, sleep_until, worker_main
-from .monitor import LagScraper, ProcessTree, sample_rss
+from .monitor import LagScraper, ProcessTree, sample
 from .probe import Probe
+from .profile import record, top_frames
 from .stats import summary
 
 SETUP_TIMEOUT_BASE_S = 60.0
@@ -60,8 +63,18 @@ def start_workers(spec: LoadSpec, cpus: list[int] | None) -> list[tuple]:
     return workers
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent not idle, over all cores."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 async def measure(
-    spec: LoadSpec, pid: int | None, probe_interval: float = 0.1, cpus: list[int] | None = None
+    spec: LoadSpec,
+    pid: int | None,
+    probe_interval: float = 0.1,
+    cpus: list[int] | None = None,
+    profile_to: Path | None = None,
 ) -> dict:
     """Run one row against spec.url and return its merged figures (see merge())."""
     tree = ProcessTree(pid) if pid else None
@@ -77,25 +90,29 @@ async def measure(
             t0 = time.monotonic_ns() + NS // 2
             for _, pipe in workers:
                 pipe.send(("go", t0))
-            end, drain_end = t0 + int(spec.duration * NS), t0 + int((spec.duration + spec.drain) * NS)
-            rss: list[int] = []
+            warm, end = t0 + int(spec.warmup * NS), t0 + int(spec.duration * NS)
+            samples: list[tuple[float, float, int]] = []
             await sleep_until(t0)
-            cpu0 = tree.cpu_s() if tree else math.nan
-            rss_task = asyncio.create_task(sample_rss(tree, rss)) if tree else None
-            probe_task = asyncio.create_task(probe.run(t0 + int(spec.warmup * NS), end))
+            cpu0, own0, busy0 = tree.cpu_s() if tree else math.nan, time.process_time(), busy_cpu_s()
+            sampler = asyncio.create_task(sample(tree, samples)) if tree else None
+            probe_task = asyncio.create_task(probe.run(warm, end))
+            await sleep_until(warm)
+            profiler = await record(pid, (end - warm) / NS, profile_to) if pid and profile_to else None
             while time.monotonic_ns() < end:
                 await lag.sample()
                 await asyncio.sleep(min(1.0, max(0.0, (end - time.monotonic_ns()) / NS)))
-            cpu1 = tree.cpu_s() if tree else math.nan
+            cpu1, own1, busy1 = tree.cpu_s() if tree else math.nan, time.process_time(), busy_cpu_s()
             await probe_task
-            await sleep_until(drain_end)
+            await sleep_until(end + int(spec.drain * NS))
             cpu2 = tree.cpu_s() if tree else math.nan
-            if rss_task:
-                rss_task.cancel()
+            if sampler:
+                sampler.cancel()
             reports = [(await receive(pipe, proc, 60.0))[1] for proc, pipe in workers]
             for _, pipe in workers:
                 pipe.send(("exit",))
             await probe.client.close()
+            if profiler:
+                await profiler.wait()
     except BaseException:
         for process, _ in workers:
             process.terminate()
@@ -106,23 +123,28 @@ async def measure(
             if process.is_alive():
                 process.kill()
                 process.join(5)
-    return merge(
-        spec,
-        [r[1] for r in readies],
-        reports,
-        probe,
-        lag,
-        {"cpu_send_s": cpu1 - cpu0, "cpu_total_s": cpu2 - cpu0, "rss": rss, "rss_idle": rss_idle},
-    )
+    server = {
+        "cpu_send_s": cpu1 - cpu0,
+        "cpu_total_s": cpu2 - cpu0,
+        "samples": samples,
+        "rss_idle": rss_idle,
+        "machine_busy_s": busy1 - busy0,
+        "coordinator_s": own1 - own0,
+    }
+    row = merge(spec, [r[1] for r in readies], reports, probe, lag, server)
+    if profiler and profiler.returncode == 0:
+        row["server_profile"] = top_frames(profile_to)
+    return row
 
 
 def merge(
     spec: LoadSpec, readies: list[dict], reports: list[dict], probe: Probe, lag: LagScraper, server: dict
 ) -> dict:
-    latency = array("q")
+    latency, due_s = array("q"), array("H")
     errors: Counter[str] = Counter()
     for report in reports:
         latency.frombytes(report["latency_us"])
+        due_s.frombytes(report["due_s"])
         errors.update(report["errors"])
     errors.update(probe.errors)
     total = {
@@ -130,8 +152,13 @@ def merge(
         for key in ("sent", "skipped", "expected", "received", "out_of_order")
     }
     gen_cpu = sum(r.get("cpu_s", 0.0) for r in reports)
+    ours = (
+        (0.0 if math.isnan(server["cpu_send_s"]) else server["cpu_send_s"])
+        + gen_cpu
+        + server["coordinator_s"]
+    )
     gen_lag = [x for r in reports for x in r.get("loop_lag_ms", [])]
-    rss = server["rss"]
+    rss = [rss for _, _, rss in server["samples"]]
     return {
         "spec": {k: v for k, v in asdict(spec).items() if k != "url"},
         "clients_connected": sum(r["clients"] for r in reports),
@@ -139,7 +166,8 @@ def merge(
         **total,
         "delivered": total["received"],
         "dropped": total["expected"] - total["received"],
-        "data_ms": {k: (v / 1000 if k != "n" else v) for k, v in summary(latency).items()},
+        "data_ms": in_ms(summary(latency)),
+        "data_ms_by_second": by_second(latency, due_s),
         "probe_command_ms": summary(probe.command_ms),
         "probe_message_ms": summary(probe.message_ms),
         "probe_timeouts": probe.timeouts,
@@ -149,10 +177,27 @@ def merge(
         else math.nan,
         "server_rss_idle_mb": server["rss_idle"] / 2**20,
         "server_rss_max_mb": max(rss) / 2**20 if rss else math.nan,
+        "server_cpu_pct_by_second": [
+            round(100 * (c1 - c0) / (t1 - t0), 1)
+            for (t0, c0, _), (t1, c1, _) in itertools.pairwise(server["samples"])
+        ],
         "server_loop_lag": {name: summary(values) for name, values in lag.series.items()},
         "generator_processes": len(reports),
         "generator_cpu_pct": 100 * gen_cpu / spec.duration,
         "generator_lag_ms": summary(gen_lag),
+        "other_load_cores": (server["machine_busy_s"] - ours) / spec.duration,
         "errors": dict(errors.most_common(10)),
         "error_count": sum(errors.values()),
     }
+
+
+def in_ms(summary_us: dict) -> dict:
+    return {k: (v / 1000 if k != "n" else v) for k, v in summary_us.items()}
+
+
+def by_second(latency_us: array, due_s: array) -> list[dict]:
+    """Latency of the frames due in each second of the window: a queue that grows shows as a slope."""
+    seconds: dict[int, list[int]] = {}
+    for second, value in zip(due_s, latency_us, strict=True):
+        seconds.setdefault(second, []).append(value)
+    return [{"s": second, **in_ms(summary(values))} for second, values in sorted(seconds.items())]

@@ -37,6 +37,17 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
+def orchestrator_env(clients: int, session_size: int) -> dict[str, str]:
+    """Capacity limits that fit the load (never below the orchestrator's defaults): the benchmark
+    measures throughput, not the refusal of the 1001st session."""
+    sessions = -(-clients // session_size) + 16
+    return {
+        "ORCHESTRATOR_MAX_SESSIONS": str(max(1_000, sessions)),
+        "ORCHESTRATOR_MAX_CONNECTIONS": str(max(10_000, clients + 16)),
+        "ORCHESTRATOR_MAX_USERS_PER_SESSION": str(max(64, session_size)),
+    }
+
+
 def orchestrator_argv(host: str, port: int, template: str | None = None) -> list[str]:
     """`orchestrator serve` from this interpreter's environment, or a custom command template
     with {host} and {port} (to measure another build, e.g. the Node orchestrator)."""
@@ -82,12 +93,13 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def started(
-    name: str, argv: list[str], url: str, log: Path, cpus: list[int] | None
+    name: str, argv: list[str], url: str, log: Path, cpus: list[int] | None, env: dict[str, str] | None = None
 ) -> AsyncIterator[Server]:
     """Run argv (cwd = repository root, output to log) for the duration of the block."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     with log.open("wb") as out:
