@@ -56,17 +56,25 @@ async def fetch_stats(http: aiohttp.ClientSession, host: str, port: int, path: s
 class Usage:
     """CPU and memory of a worker and its helpers; keeps the Process objects (cpu_percent needs them)."""
 
+    #: Finding a worker's helpers scans every process on the machine: done on every Nth sample only.
+    CHILDREN_EVERY = 5
+
     def __init__(self, pid: int):
         self.pid = pid
         self._procs: dict[int, psutil.Process] = {}
+        self._samples = 0
 
     def sample(self) -> tuple[float, int, bool]:
         """(cpu percent of one core since the last sample, rss bytes, leader stopped by a signal)."""
         try:
             root = self._procs.get(self.pid) or psutil.Process(self.pid)
-            current = [root, *root.children(recursive=True)]
+            if self._samples % self.CHILDREN_EVERY == 0:
+                current = [root, *root.children(recursive=True)]
+            else:
+                current = [p for p in self._procs.values() if p.is_running()] or [root]
         except psutil.Error:
             return 0.0, 0, False
+        self._samples += 1
         procs: dict[int, psutil.Process] = {}
         for p in current:
             known = self._procs.get(p.pid)

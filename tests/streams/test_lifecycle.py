@@ -4,6 +4,8 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
@@ -153,3 +155,24 @@ async def test_stop_leaves_no_process(h, write_config, supervisor):
     assert not h.our_workers()
     assert all(not h.alive(p.pid) for p in members)
     assert workers(sup) == []
+
+
+def test_usage_counts_a_workers_helpers_and_sees_it_stopped(h):
+    from orchestrator.streams.health import Usage
+
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'while True: pass']);"
+            "print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([h.python, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        usage = Usage(proc.pid)
+        usage.sample()
+        time.sleep(0.5)  # CPU time has to accrue: there is no event for it
+        cpu, rss, stopped = usage.sample()
+        assert cpu > 5 and rss > 10_000_000 and not stopped  # the busy helper counts for its worker
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert os.WIFSTOPPED(os.waitpid(proc.pid, os.WUNTRACED)[1])
+        assert usage.sample()[2]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

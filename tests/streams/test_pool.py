@@ -146,7 +146,7 @@ async def test_worker_output_goes_to_rotating_files_and_a_rate_limited_log(h, tm
     caplog.set_level(logging.INFO, "orchestrator.worker")
     port = h.free_ports(1)[0]
     entry = h.fake_entry([port], "--log-lines", "400", urls=DASH,
-                         log={"lines_per_s": 1, "burst": 5, "file_max_bytes": 4096, "file_backups": 2})
+                         log={"lines_per_s": 0.1, "burst": 5, "file_max_bytes": 4096, "file_backups": 2})
     sup = await supervisor(write_config({"dash": entry}), log_dir=tmp_path / "logs")
     await running(sup, 1)
     await sup.stop(1)
