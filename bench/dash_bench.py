@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "dash.md"
 KiB, MiB = 1024, 1024 * 1024
 CHUNKED = "Transfer-Encoding: chunked\r\n"
-ROUNDS = 5
+ROUNDS = 5  # throughput rounds
+LAT_ROUNDS = 10  # latency rounds (short: one connection pair each)
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
@@ -78,12 +79,12 @@ async def chunk_latency(kind: str, port: int, size: int, n: int) -> list[float]:
     writer, reader = await open_stream(kind, port, f"/bench/lat/{size}/{time.monotonic_ns()}")
     data = frame(payload(size))
     lat = []
-    for i in range(n + 20):
+    for i in range(n + 10):
         fut = reader.wait_total(reader.total + size)
         t0 = perf_counter()
         writer.write(data)
         t1 = await fut
-        if i >= 20:  # warm-up excluded
+        if i >= 10:  # warm-up excluded
             lat.append((t1 - t0) * 1000)
     writer.write(b"0\r\n\r\n")
     writer.transport.close()
@@ -253,15 +254,14 @@ async def run(relay: int, base: int, pids: dict[str, int], quick: bool) -> list[
     def ms(v: float) -> str:
         return f"{v:.3f} ms"
 
-    n_lat = 200 if quick else 1000
+    scale = 5 if quick else 1
     d1 = 0.0  # direct 1 KiB p50, the yardstick of the long-poll wake
-    for size in (1 * KiB, 64 * KiB, 512 * KiB):
-        n = max(50, n_lat // (1 + size // (64 * KiB)))
+    for size, n in ((1 * KiB, 1000 // scale), (64 * KiB, 500 // scale), (512 * KiB, 300 // scale)):
         d, b, r = [], [], []
-        for _ in range(ROUNDS):  # interleaved, so drift on a shared machine hits every server alike
-            d += await chunk_latency("direct", 0, size, n // ROUNDS)
-            b += await chunk_latency("baseline", base, size, n // ROUNDS)
-            r += await chunk_latency("relay", relay, size, n // ROUNDS)
+        for _ in range(LAT_ROUNDS):  # interleaved, so drift on a shared machine hits every server alike
+            d += await chunk_latency("direct", 0, size, n // LAT_ROUNDS)
+            b += await chunk_latency("baseline", base, size, n // LAT_ROUNDS)
+            r += await chunk_latency("relay", relay, size, n // LAT_ROUNDS)
         added = pct(r, 0.5) - pct(d, 0.5)
         rows.append([f"per-chunk latency p50, {size // KiB} KiB chunks (n={n})",
                      f"direct {ms(pct(d, 0.5))} / pipe {ms(pct(b, 0.5))}", ms(pct(r, 0.5)),
@@ -348,8 +348,10 @@ def render(rows: list[list[str]], command: str, elapsed: float, choice: list[lis
         "uvloop server that forwards an upload's bytes unparsed to subscribed readers and serves egress "
         "from one pre-framed buffer. *added* = relay p50 - direct p50. Latency is timed inside the "
         "client's `data_received`, from the writer's send to the reader holding the whole chunk, one "
-        "chunk in flight, in 5 interleaved rounds per server. The client shares the 2 cores with the "
-        "servers, so absolute MB/s are client-bound; ratios are the comparable numbers.", ""]
+        "chunk in flight, in 10 interleaved rounds per server. The client shares the 2 cores with the "
+        "servers, so absolute MB/s are client-bound; ratios are the comparable numbers. Differences "
+        "below ~0.05 ms between the two servers swing either way from run to run on this shared machine; "
+        "server CPU is read from /proc in 10 ms ticks, so CPU ratios are rough.", ""]
     if choice:
         lines += ["Server choice (`--candidates`): the same store-less pipe hand-written on asyncio "
                   "(bench/dash/baseline.py) and as a raw ASGI app on uvicorn + httptools "
@@ -365,8 +367,8 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help=f"write the table to {OUT.relative_to(REPO)}")
     ap.add_argument("--candidates", action="store_true", help="also compare with a uvicorn ASGI pipe")
     args = ap.parse_args()
-    command = "python bench/dash_bench.py" + " --quick" * args.quick + " --candidates" * args.candidates \
-        + " --write" * args.write
+    flags = " --quick" * args.quick + " --candidates" * args.candidates + " --write" * args.write
+    command = ".venv/bin/python bench/dash_bench.py" + flags
     relay, relay_port = start([sys.executable, "-m", "workers.dash", "--host", "127.0.0.1", "--port", "0"])
     base, base_port = start([sys.executable, "-m", "bench.dash.baseline", "--port", "0"])
     procs = [relay, base]
