@@ -24,6 +24,8 @@ import psutil
 
 log = logging.getLogger("orchestrator.streams")
 
+#: Pid files of workers end in this, so that other pid files sharing run_dir are never touched.
+PIDFILE_SUFFIX = ".worker.pid"
 _PR_SET_PDEATHSIG = 1
 _prctl = None
 if sys.platform.startswith("linux"):
@@ -119,7 +121,7 @@ def write_pidfile(path: Path, pid: int, name: str, argv: Sequence[str]) -> None:
     """Record a worker so that a later orchestrator can find it if this one dies without stopping it."""
     record = {"pid": pid, "pgid": pid, "create_time": _create_time(pid), "name": name, "argv": list(argv),
               "owner_pid": os.getpid(), "owner_create_time": _create_time(os.getpid())}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -149,7 +151,7 @@ def reap_orphans(run_dir: Path, grace: float) -> list[int]:
     Pid files of a still-running orchestrator (another instance sharing run_dir) are left alone.
     """
     victims: list[psutil.Process] = []
-    for f in sorted(run_dir.glob("*.pid")):
+    for f in sorted(run_dir.glob(f"*{PIDFILE_SUFFIX}")):
         try:
             record = json.loads(f.read_text(encoding="utf-8"))
             owner = int(record["owner_pid"]), record["owner_create_time"]

@@ -116,7 +116,7 @@ class Instance:
 
     @property
     def pidfile(self) -> Path:
-        return self._run_dir / f"{self.name}.pid"
+        return self._run_dir / f"{self.name}{procs.PIDFILE_SUFFIX}"
 
     def _set(self, state: State, reason: str = "") -> None:
         old, self.state, self.reason, self.since = self.state, state, reason, time.time()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -54,14 +55,14 @@ async def test_orphans_of_a_sigkilled_orchestrator_are_stopped_at_next_start(h, 
     sup = await supervisor(config, run_dir=tmp_path / "run")
     assert sorted(sup.reaped) == sorted(orphans)  # ...until the next one started
     assert all(not h.alive(pid) for pid in orphans)
-    assert not list((tmp_path / "run").glob("*.pid.tmp"))
+    assert not list((tmp_path / "run").glob("*.tmp"))
     assert await sup.wait_until(lambda: [w["port"] for w in sup.snapshot()["workers"]
                                          if w["state"] == "RUNNING"] == ports, 15)  # and the port is usable
 
 
 def _pidfile(run_dir, name, pid, create_time, owner_pid, owner_create_time):
     run_dir.mkdir(exist_ok=True)
-    path = run_dir / f"{name}.pid"
+    path = run_dir / f"{name}.worker.pid"
     path.write_text(json.dumps({"pid": pid, "pgid": pid, "create_time": create_time, "name": name, "argv": [],
                                 "owner_pid": owner_pid, "owner_create_time": owner_create_time}))
     return path
@@ -99,6 +100,7 @@ def test_pid_files_of_a_running_orchestrator_are_left_alone(tmp_path, h, bystand
 
 
 def test_unreadable_pid_files_are_dropped(tmp_path):
-    (tmp_path / "x.pid").write_text("{not json")
+    (tmp_path / "x.worker.pid").write_text("{not json")
+    (tmp_path / "orchestrator.pid").write_text(str(os.getpid()))  # someone else's: not even read
     assert procs.reap_orphans(tmp_path, 0.5) == []
-    assert not (tmp_path / "x.pid").exists()
+    assert not (tmp_path / "x.worker.pid").exists() and (tmp_path / "orchestrator.pid").exists()
