@@ -76,6 +76,15 @@ class Supervisor:
         self.reaped: list[int] = []
         self.invalid_hosts = 0
 
+    @property
+    def on_worker_replaced(self) -> ReplacedCallback | None:
+        """The callback for sessions whose worker was replaced; may be set after construction."""
+        return self._on_replaced
+
+    @on_worker_replaced.setter
+    def on_worker_replaced(self, callback: ReplacedCallback | None) -> None:
+        self._on_replaced = callback
+
     # ----- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
