@@ -62,13 +62,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup(level: str, fmt: str = "text", *extra: logging.Handler) -> None:
+def setup(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler, *extra]
-    for each in root.handlers:
-        each.addFilter(ContextFilter())
+    root.handlers[:] = []
+    add_handler(handler)
     root.setLevel(level.upper())
     # uvicorn's per-request access log is per-packet noise for polling clients.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def add_handler(handler: logging.Handler) -> None:
+    handler.addFilter(ContextFilter())
+    logging.getLogger().addHandler(handler)

@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 from uvicorn._compat import asyncio_run
 
+from .logs import add_handler as add_log_handler
 from .logs import setup as setup_logging
 from .server import App
 from .settings import Settings
@@ -81,16 +82,19 @@ def build_app(settings: Settings) -> App:
 
 def load_streams(settings: Settings) -> StreamsPort | None:
     """The stream supervisor for `settings.config`, or None when stream workers are not configured."""
-    try:
-        from .stream_workers import streams_for
-    except ImportError:
-        return None
+    from .stream_workers import streams_for
     return streams_for(settings)
 
 
 def serve(settings: Settings) -> int:
-    app = build_app(settings)
-    setup_logging(settings.log_level, settings.log_format, app.logtail)
+    from .streams.config import ConfigError
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        app = build_app(settings)
+    except ConfigError as exc:
+        log.error("invalid stream worker configuration, not starting:\n%s", "\n".join(exc.errors))
+        return 2
+    add_log_handler(app.logtail)
     config = uvicorn_config(app, settings)
     server = OrchestratorServer(config, app)
     app.stop_requested = lambda: setattr(server, "should_exit", True)

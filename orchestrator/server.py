@@ -91,6 +91,7 @@ class App:
         self.stats = Stats()
         self.delivery = Delivery(self.sio, settings, self.stats)
         self.streams: StreamsPort = streams or NoStreams()
+        self.streams.on_replaced(self.worker_replaced)
         self.model = Model(sfu_data=self._sfu_data)
         self.clock = NtpClock(settings.ntp_servers, timeout_s=settings.ntp_timeout_s,
                               refresh_s=settings.ntp_refresh_s)
@@ -435,11 +436,24 @@ class App:
             "users": [{"userId": u.user_id, "userName": u.name, "sessionId": u.session_id,
                        "streams": sorted(u.streams), "subscriptions": sorted(u.subscriptions)}
                       for u in model.users.values()],
-            "workers": self.streams.snapshot(),
+            "workers": self.streams.snapshot().get("workers", []),
             "stats": {"dataFramesIn": self.stats.data_frames_in, "dataFramesOut": self.stats.data_frames_out,
                       "dataDropped": dict(self.stats.data_dropped), "rejected": dict(self.stats.rejected),
                       "eventLoopLagSeconds": self.loopwatch.lag_s},
         }
+
+    async def worker_replaced(self, session_ids: list[str]) -> None:
+        """A session's worker was restarted or replaced: its members get their new sfuData."""
+        for session_id in session_ids:
+            session = self.model.sessions.get(session_id)
+            if session is None:
+                continue
+            users = {uid: self._sfu_data(session, self.model.users[uid]) for uid in session.members}
+            event = {"eventId": SessionEvent.STREAM_WORKER_CHANGED,
+                     "eventData": {"sessionId": session_id, "reason": "worker restarted or replaced",
+                                   "users": users}}
+            self.delivery.send(session.members, Ev.SESSION_UPDATED, (event,))
+            log.warning("session %s: stream worker replaced, %d member(s) told", session_id, len(users))
 
     def schedule_reset(self) -> None:
         asyncio.get_running_loop().create_task(self.reset())

@@ -6,6 +6,7 @@ the orchestrator itself and `sfuData` holds empty strings.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 
@@ -20,9 +21,10 @@ class StreamsPort(Protocol):
     async def release(self, session_id: str) -> None: ...
     def update_load(self, session_id: str, users: int) -> None: ...
     def sfu_data(self, session_id: str, user_id: str, public_host: str) -> dict[str, str]: ...
-    def snapshot(self) -> list[dict[str, Any]]: ...
+    def snapshot(self) -> dict[str, Any]: ...  # {"workers": [...], ...}
     def unready_reasons(self) -> list[str]: ...
     async def restart_worker(self, name: str) -> bool: ...
+    def on_replaced(self, callback: Callable[[list[str]], Awaitable[None]]) -> None: ...
 
 
 EMPTY_SFU_DATA = {"url_gen": "", "url_audio": "", "url_pcc": ""}
@@ -47,11 +49,14 @@ class NoStreams:
     def sfu_data(self, session_id: str, user_id: str, public_host: str) -> dict[str, str]:
         return dict(EMPTY_SFU_DATA)
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        return []
+    def snapshot(self) -> dict[str, Any]:
+        return {"workers": []}
 
     def unready_reasons(self) -> list[str]:
         return []
 
     async def restart_worker(self, name: str) -> bool:
         return False
+
+    def on_replaced(self, callback: Callable[[list[str]], Awaitable[None]]) -> None:
+        pass

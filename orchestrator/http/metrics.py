@@ -66,7 +66,7 @@ class OrchestratorCollector:
         yield _counter("orchestrator_gc_pause_seconds", "Time spent in garbage collection",
                        watch.gc_pause_s_total)
         yield _counter("orchestrator_gc_collections", "Garbage collections", watch.gc_collections)
-        yield from _worker_metrics(app.streams.snapshot())
+        yield from _worker_metrics(app.streams.snapshot().get("workers", []))
 
 
 def _worker_metrics(workers: list[dict[str, Any]]) -> Iterator[Metric]:
