@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -88,8 +89,12 @@ class Result:
     drops: int | None = None
     errors: list[str] = field(default_factory=list)
 
+    cpu_per_gb_runs: list[float] = field(default_factory=list)
+
     @property
     def cpu_per_gb(self) -> float:
+        if self.cpu_per_gb_runs:
+            return statistics.median(self.cpu_per_gb_runs)
         return self.cpu_s / self.gb if self.gb else float("nan")
 
 
@@ -369,14 +374,27 @@ def main() -> int:
 
 
 def median_run(results: list[Result]) -> Result:
-    ordered = sorted(results, key=lambda r: r.egress_mb_s)
-    return ordered[len(ordered) // 2]
+    """Each metric's median over the runs, except delivery: the worst run, so a loss is never hidden."""
+    med = statistics.median
+    added = [r.added_ms for r in results if None not in r.added_ms]
+    drops = [r.drops for r in results if r.drops is not None]
+    return Result(
+        delivered=min(r.delivered for r in results),
+        egress_mb_s=med([r.egress_mb_s for r in results]),
+        e2e_ms=(med([r.e2e_ms[0] for r in results]), med([r.e2e_ms[1] for r in results])),
+        added_ms=(med([a[0] for a in added]), med([a[1] for a in added])) if added else (None, None),
+        cpu_s=med([r.cpu_s for r in results]), wall_s=med([r.wall_s for r in results]),
+        gb=med([r.gb for r in results]), rss_growth_mb=med([r.rss_growth_mb for r in results]),
+        drops=max(drops) if drops else None, errors=[e for r in results for e in r.errors],
+        cpu_per_gb_runs=[r.cpu_per_gb for r in results],
+    )
 
 
 def render(cmd: str, env: str, report: str, repeat: int) -> str:
     return f"""## TCP reflector (`workers.tcp`)
 
-Command: `{cmd}` ({repeat} interleaved runs per server and scenario; the median run by egress is shown).
+Command: `{cmd}` ({repeat} interleaved runs per server and scenario; each figure is the median
+over the runs, except "delivered", which is the worst run, and "drops", the most in any run).
 Environment: {env}.
 
 Baseline: a bare uvloop forwarder (in bench/tcp_bench.py) that writes every chunk it reads to every

@@ -23,8 +23,8 @@ from workers.tcp.outbox import Frame, Outbox
 if TYPE_CHECKING:
     from workers.tcp.reflector import Reflector
 
-SCRATCH_BYTES = 256 * 1024  # one read: many small frames, or the start of a large one
-SMALL_FRAME = SCRATCH_BYTES // 2  # frames up to this size are assembled in the scratch buffer
+SCRATCH_BYTES = 1024 * 1024  # one read: many small frames, or the start of a large one
+SMALL_FRAME = 128 * 1024  # frames up to this size are assembled in the scratch buffer
 CHUNK_BYTES = 2 * 1024 * 1024  # most a slow sender can make us allocate ahead of its data
 
 
@@ -43,7 +43,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_rx = self.last_tx = perf_counter()
         self.header_since = 0.0  # when the pending partial header began (0: none pending)
         self._max_length = hub.settings.max_frame_bytes
-        self._scratch = memoryview(bytearray(SCRATCH_BYTES))
+        self._scratch: memoryview | None = None  # allocated on first read: pure receivers never need it
         self._start = self._end = 0  # unparsed bytes are _scratch[_start:_end]
         self._waiting: Header | None = None  # header of the small frame at _start still arriving
         self._chunks: list[bytearray] = []  # the frame being received directly (large frames)
@@ -110,6 +110,8 @@ class Connection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._cur is not None:
             return self._cur[self._pos :]
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(SCRATCH_BYTES))
         return self._scratch[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -129,7 +131,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _parse(self, now: float) -> None:
         """Take every complete frame out of the scratch buffer; set up a direct read for a large one."""
-        sv, start, end = self._scratch, self._start, self._end
+        sv, start, end = cast(memoryview, self._scratch), self._start, self._end
         batch: list[Frame] = []
         error = None
         header, self._waiting = self._waiting, None  # validated already; not again on every read
