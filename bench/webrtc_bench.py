@@ -51,15 +51,32 @@ def wait_json(url: str, predicate, timeout: float) -> dict:  # type: ignore[no-u
 def start_forwarder(mode: str, npeers: int, workdir: str) -> tuple[subprocess.Popen, list[str]]:
     """Start the SFU or the baseline; return it and the per-peer peer.py arguments."""
     if mode == "udp":
-        proc = subprocess.Popen([PY, str(ROOT / "bench/webrtc/udp_forwarder.py"), "--peers", str(npeers)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [PY, str(ROOT / "bench/webrtc/udp_forwarder.py"), "--peers", str(npeers)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         ports = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         return proc, [f"--target=127.0.0.1:{p}" for p in ports]
     port = free_port()
     settings = Path(workdir) / "sfu.yaml"
     settings.write_text("ice_addresses: [127.0.0.1]\nlog_summary_interval: 60\n")
-    proc = subprocess.Popen([PY, "-m", "workers.webrtc", "--host", "127.0.0.1", "--port", str(port),
-                             "--settings", str(settings), "--log-level", "WARNING"], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "workers.webrtc",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--settings",
+            str(settings),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+    )
     wait_json(f"http://127.0.0.1:{port}/healthz", lambda d: d["status"] == "ok", 10)
     return proc, [f"--url=http://127.0.0.1:{port}"] * npeers
 
@@ -70,18 +87,47 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
         peers = []
         try:
             for i in range(npeers):
-                peers.append(subprocess.Popen(
-                    [PY, str(ROOT / "bench/webrtc/peer.py"), "--mode", mode, targets[i], "--client-id", str(i + 1),
-                     "--rate-mbps", str(args.rate_mbps), "--frame-bytes", str(args.frame_bytes),
-                     "--duration", str(args.duration)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+                peers.append(
+                    subprocess.Popen(
+                        [
+                            PY,
+                            str(ROOT / "bench/webrtc/peer.py"),
+                            "--mode",
+                            mode,
+                            targets[i],
+                            "--client-id",
+                            str(i + 1),
+                            "--rate-mbps",
+                            str(args.rate_mbps),
+                            "--frame-bytes",
+                            str(args.frame_bytes),
+                            "--duration",
+                            str(args.duration),
+                        ],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
             for p in peers:
                 if p.stdout.readline().strip() != "READY":  # type: ignore[union-attr]
                     raise RuntimeError("peer failed to start")
             if mode == "webrtc":
                 url = targets[0].split("=", 1)[1] + "/stats"
-                wait_json(url, lambda d: d["peers"] == npeers and all(
-                    x["signaling"] == "stable" and x["connection"] == "connected" and x["offers"] == x["answers"]
-                    and x["outputs"] == 2 * (npeers - 1) for x in d["peer_list"]), 20)
+                wait_json(
+                    url,
+                    lambda d: (
+                        d["peers"] == npeers
+                        and all(
+                            x["signaling"] == "stable"
+                            and x["connection"] == "connected"
+                            and x["offers"] == x["answers"]
+                            and x["outputs"] == 2 * (npeers - 1)
+                            for x in d["peer_list"]
+                        )
+                    ),
+                    20,
+                )
             proc = psutil.Process(fwd.pid)
             cpu0, t0 = proc.cpu_times(), time.monotonic()
             for p in peers:
@@ -106,14 +152,23 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
         for k, v in r["header_lengths"].items():
             headers[k] = headers.get(k, 0) + v
     return {
-        "mode": mode, "peers": npeers, "offered_mbps_per_peer": args.rate_mbps, "wall_s": wall, "cpu_s": cpu,
-        "cpu_util": cpu / wall, "forwarded_pkts": received, "expected_pkts": sent * (npeers - 1),
+        "mode": mode,
+        "peers": npeers,
+        "offered_mbps_per_peer": args.rate_mbps,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_util": cpu / wall,
+        "forwarded_pkts": received,
+        "expected_pkts": sent * (npeers - 1),
         "loss": 1 - received / max(1, sent * (npeers - 1)),
-        "pps": received / args.duration, "mbps_out": nbytes * 8 / args.duration / 1e6,
-        "pps_per_core": received / cpu if cpu else 0.0, "mb_per_core_s": nbytes / 1e6 / cpu if cpu else 0.0,
+        "pps": received / args.duration,
+        "mbps_out": nbytes * 8 / args.duration / 1e6,
+        "pps_per_core": received / cpu if cpu else 0.0,
+        "mb_per_core_s": nbytes / 1e6 / cpu if cpu else 0.0,
         "p50_ms": statistics.median(x["p50"] for x in lat) if lat else None,
         "p99_ms": max(x["p99"] for x in lat) if lat else None,
-        "header_lengths": headers, "peer_cpu_s": sum(r["cpu_s"] for r in results),
+        "header_lengths": headers,
+        "peer_cpu_s": sum(r["cpu_s"] for r in results),
     }
 
 
@@ -135,16 +190,20 @@ def srtp_cost_us(n: int = 20000) -> float:
 
 
 def table(rows: list[dict], srtp_us: float) -> str:
-    out = ["| peers | path | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU | pkt/s per core "
-           "| MB/s per core | loss | p50 ms | p99 ms | 20-B headers |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| peers | path | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU | pkt/s per core "
+        "| MB/s per core | loss | p50 ms | p99 ms | 20-B headers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         hdr = "all" if set(r["header_lengths"]) <= {"20"} else json.dumps(r["header_lengths"])
         out.append(
             f"| {r['peers']} | {'SFU (aiortc)' if r['mode'] == 'webrtc' else 'baseline UDP'} "
-            f"| {r['offered_mbps_per_peer']:.0f} | {r['pps']:.0f} | {r['mbps_out'] / 8:.1f} | {r['cpu_util']:.0%} "
+            f"| {r['offered_mbps_per_peer']:.0f} | {r['pps']:.0f} | {r['mbps_out'] / 8:.1f} "
+            f"| {r['cpu_util']:.0%} "
             f"| {r['pps_per_core']:.0f} | {r['mb_per_core_s']:.1f} | {r['loss']:.2%} | {r['p50_ms']} "
-            f"| {r['p99_ms']} | {hdr} |")
+            f"| {r['p99_ms']} | {hdr} |"
+        )
     by = {(r["peers"], r["mode"]): r for r in rows}
     out.append("")
     out.append("| peers | CPU per forwarded packet, SFU / baseline | added p50 ms | added p99 ms |")
@@ -152,8 +211,10 @@ def table(rows: list[dict], srtp_us: float) -> str:
     for n in sorted({r["peers"] for r in rows}):
         s, b = by.get((n, "webrtc")), by.get((n, "udp"))
         if s and b and s["pps_per_core"] and b["pps_per_core"]:
-            out.append(f"| {n} | {b['pps_per_core'] / s['pps_per_core']:.2f}x "
-                       f"| {s['p50_ms'] - b['p50_ms']:.2f} | {s['p99_ms'] - b['p99_ms']:.2f} |")
+            out.append(
+                f"| {n} | {b['pps_per_core'] / s['pps_per_core']:.2f}x "
+                f"| {s['p50_ms'] - b['p50_ms']:.2f} | {s['p99_ms'] - b['p99_ms']:.2f} |"
+            )
     out.append("")
     out.append(f"aiortc SRTP alone (AES-128-GCM protect + unprotect, 1192-byte packet): {srtp_us:.1f} us")
     return "\n".join(out)

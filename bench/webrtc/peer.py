@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from workers.webrtc import internals, packet  # noqa: E402
-from workers.webrtc.testpeer import TestPeer  # noqa: E402
+from workers.webrtc import internals, packet
+from workers.webrtc.testpeer import TestPeer
 
 
 class UdpPeer(asyncio.DatagramProtocol):
@@ -45,7 +45,9 @@ class UdpPeer(asyncio.DatagramProtocol):
         hlen = packet.header_length(data)
         self.header_lengths[hlen] += 1
         if len(data) >= hlen + 36:
-            self.latencies_ns.append(time.monotonic_ns() - int.from_bytes(data[hlen + 28 : hlen + 36], "little"))
+            self.latencies_ns.append(
+                time.monotonic_ns() - int.from_bytes(data[hlen + 28 : hlen + 36], "little")
+            )
 
     def send_video_frame(self, tile: int, quality: int, data: bytes, stamp: bool = True) -> int:
         assert self.transport is not None
@@ -70,8 +72,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await peer.wait_connected(15)  # type: ignore[union-attr]
     else:
         host, port = args.target.rsplit(":", 1)
-        _, peer = await loop.create_datagram_endpoint(lambda: UdpPeer(args.client_id, (host, int(port))),
-                                                      local_addr=("127.0.0.1", 0))
+        _, peer = await loop.create_datagram_endpoint(
+            lambda: UdpPeer(args.client_id, (host, int(port))), local_addr=("127.0.0.1", 0)
+        )
         peer.transport.get_extra_info("socket").setsockopt(1, 8, 4 * 2**20)  # SOL_SOCKET, SO_RCVBUF
         peer.send_video_frame(0, 0, b"hello")  # let the forwarder learn our address
     print("READY", flush=True)
@@ -90,9 +93,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await asyncio.sleep(args.drain)
     cpu = time.process_time() - cpu0
     lat = sorted(peer.latencies_ns)
-    result = {"client": args.client_id, "sent": sent, "received": peer.packets, "bytes": peer.bytes,
-              "received_in_window": received_before_drain, "cpu_s": round(cpu, 3),
-              "header_lengths": dict(peer.header_lengths), "latencies_ms": _percentiles(lat)}
+    result = {
+        "client": args.client_id,
+        "sent": sent,
+        "received": peer.packets,
+        "bytes": peer.bytes,
+        "received_in_window": received_before_drain,
+        "cpu_s": round(cpu, 3),
+        "header_lengths": dict(peer.header_lengths),
+        "latencies_ms": _percentiles(lat),
+    }
     if isinstance(peer, TestPeer):
         await peer.close()
     return result
@@ -102,8 +112,13 @@ def _percentiles(sorted_ns: list[int]) -> dict[str, float]:
     if not sorted_ns:
         return {}
     pick = lambda q: sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6  # noqa: E731
-    return {"p50": round(pick(0.50), 3), "p90": round(pick(0.90), 3), "p99": round(pick(0.99), 3),
-            "max": round(sorted_ns[-1] / 1e6, 3), "n": len(sorted_ns)}
+    return {
+        "p50": round(pick(0.50), 3),
+        "p90": round(pick(0.90), 3),
+        "p99": round(pick(0.99), 3),
+        "max": round(sorted_ns[-1] / 1e6, 3),
+        "n": len(sorted_ns),
+    }
 
 
 def main() -> None:

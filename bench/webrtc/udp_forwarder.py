@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from workers.webrtc.forward import Endpoint, Output  # noqa: E402
+from workers.webrtc.forward import Endpoint, Output
 
 
 class PlainLink(asyncio.DatagramProtocol):
@@ -60,8 +60,9 @@ async def main(npeers: int) -> None:
     ports = []
     for ep in endpoints:
         ep.set_ext_id(3)
-        transport, link = await loop.create_datagram_endpoint(lambda ep=ep: PlainLink(ep),
-                                                              local_addr=("127.0.0.1", 0))
+        transport, link = await loop.create_datagram_endpoint(
+            lambda ep=ep: PlainLink(ep), local_addr=("127.0.0.1", 0)
+        )
         ep.link = link  # type: ignore[assignment]
         ports.append(transport.get_extra_info("sockname")[1])
     for src in endpoints:

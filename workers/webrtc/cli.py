@@ -34,6 +34,10 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(settings: Settings, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sfu = Sfu(settings)
     runner = web.AppRunner(sfu.make_app(), handle_signals=False, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
@@ -43,12 +47,9 @@ async def serve(settings: Settings, host: str, port: int) -> int:
         await runner.cleanup()
         print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    logging.getLogger(__name__).info("listening on http://%s:%d/ (UDP ports %s)", host, port,
-                                     settings.udp_ports or "any")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger(__name__).info(
+        "listening on http://%s:%d/ (UDP ports %s)", host, port, settings.udp_ports or "any"
+    )
     await stop.wait()
     await sfu.shutdown()
     await runner.cleanup()

@@ -15,18 +15,40 @@ from .internals import RtpLink
 from .packet import AUDIO_HEADER, OUT_HEADER, PT_AUDIO, PT_VIDEO, VIDEO_HEADER, twcc_ext_byte
 
 TS_STEP_ON_SWITCH = 3000  # one 30 fps frame at 90 kHz, so a switched stream keeps increasing
-DROP_REASONS = ("malformed_rtp", "bad_payload_type", "unknown_ssrc", "foreign_client", "bad_app_header",
-                "srtp", "receiver_not_ready", "send_backlog")
+DROP_REASONS = (
+    "malformed_rtp",
+    "bad_payload_type",
+    "unknown_ssrc",
+    "foreign_client",
+    "bad_app_header",
+    "srtp",
+    "receiver_not_ready",
+    "send_backlog",
+)
 
 
 class Output:
     """One republished track (``audio_<C>`` or ``video_<C>_<tile>``) towards one receiver."""
 
-    __slots__ = ("active", "ep", "last_ts", "live", "mid_frame", "name", "seq", "source_id", "ssrc", "tile",
-                 "transceiver", "ts_off", "want")
+    __slots__ = (
+        "active",
+        "ep",
+        "last_ts",
+        "live",
+        "mid_frame",
+        "name",
+        "seq",
+        "source_id",
+        "ssrc",
+        "tile",
+        "transceiver",
+        "ts_off",
+        "want",
+    )
 
-    def __init__(self, ep: Endpoint, ssrc: int, name: str, source_id: int, tile: int | None,
-                 transceiver: object) -> None:
+    def __init__(
+        self, ep: Endpoint, ssrc: int, name: str, source_id: int, tile: int | None, transceiver: object
+    ) -> None:
         self.ep = ep
         self.ssrc = ssrc
         self.seq = random.randrange(0, 32768)
@@ -197,8 +219,13 @@ class Endpoint:
         drops = Counter(self.drops)
         drops["srtp"] += self.link.srtp_errors
         drops["send_backlog"] += self.link.send_failures
-        return {"packets_in": self.packets_in, "bytes_in": self.bytes_in, "packets_out": self.packets_out,
-                "bytes_out": self.bytes_out, **{f"drop_{k}": v for k, v in drops.items()}}
+        return {
+            "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.packets_out,
+            "bytes_out": self.bytes_out,
+            **{f"drop_{k}": v for k, v in drops.items()},
+        }
 
 
 class _NoLink:

@@ -170,8 +170,13 @@ class PortSliceMixin:
 
     port_slice: PortSlice | None = None
 
-    async def create_datagram_endpoint(self, protocol_factory: Callable[[], Any], local_addr: Any = None,
-                                       remote_addr: Any = None, **kwargs: Any) -> Any:
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         parent = super().create_datagram_endpoint  # type: ignore[misc]
         ps = self.port_slice
         if ps is None or local_addr is None or local_addr[1] != 0 or remote_addr or kwargs.get("sock"):
@@ -185,7 +190,9 @@ class PortSliceMixin:
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {ps} on {local_addr[0]}")
 
 
-def loop_factory(port_slice: PortSlice | None, use_uvloop: bool = True) -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory(
+    port_slice: PortSlice | None, use_uvloop: bool = True
+) -> Callable[[], asyncio.AbstractEventLoop]:
     """A loop class whose datagram endpoints honour the port slice (uvloop when available)."""
     base: type = asyncio.SelectorEventLoop
     if use_uvloop:
@@ -213,11 +220,23 @@ class RtpLink:
     to ``on_rtp``. DTLS and RTCP still take aiortc's normal path.
     """
 
-    __slots__ = ("_conn", "_dtls", "_orig", "_protect", "_transport", "_addr", "on_rtp",
-                 "srtp_errors", "send_failures", "buffer_limit", "socket_buffer")
+    __slots__ = (
+        "_addr",
+        "_conn",
+        "_dtls",
+        "_orig",
+        "_protect",
+        "_transport",
+        "buffer_limit",
+        "on_rtp",
+        "send_failures",
+        "socket_buffer",
+        "srtp_errors",
+    )
 
-    def __init__(self, pc: RTCPeerConnection, on_rtp: Callable[[bytes], None], buffer_limit: int,
-                 socket_buffer: int) -> None:
+    def __init__(
+        self, pc: RTCPeerConnection, on_rtp: Callable[[bytes], None], buffer_limit: int, socket_buffer: int
+    ) -> None:
         transceivers = pc.getTransceivers()
         if not transceivers:
             raise RuntimeError("RtpLink needs a transceiver")

@@ -97,7 +97,6 @@ def twcc_sequence(data: bytes, ext_id: int) -> int | None:
     return None
 
 
-
 def video_fragments(client: int, frame_nr: int, tile: int, quality: int, data: bytes) -> list[bytes]:
     """Split one point-cloud frame into payloads the way the Go peer does (used by test peers)."""
     total = len(data)

@@ -64,11 +64,15 @@ class Peer:
         self.endpoint = Endpoint(params.client_id, params.ntiles, params.nqualities, s.max_frame_bytes)
         self.endpoint.set_ext_id(TWCC_EXT_ID)
         servers = [RTCIceServer(url) for url in s.stun_servers]
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.outputs: dict[tuple[int, int | None], Output] = {}
         self._inbound: dict[str, tuple[bool, int, int]] = {}  # mid -> (video, tile, quality)
         self._recv = [self._transceiver("audio", "recvonly")]
-        self._recv += [self._transceiver("video", "recvonly") for _ in range(params.ntiles * params.nqualities)]
+        self._recv += [
+            self._transceiver("video", "recvonly") for _ in range(params.ntiles * params.nqualities)
+        ]
         self._stale: list[RTCRtpTransceiver] = []
         self._dirty = asyncio.Event()
         self._answer: asyncio.Future[None] | None = None
@@ -93,7 +97,9 @@ class Peer:
 
     # -- tracks ------------------------------------------------------------------------------
 
-    def _transceiver(self, kind: str, direction: str, track: MediaStreamTrack | None = None) -> RTCRtpTransceiver:
+    def _transceiver(
+        self, kind: str, direction: str, track: MediaStreamTrack | None = None
+    ) -> RTCRtpTransceiver:
         transceiver = self.pc.addTransceiver(track or kind, direction=direction)
         transceiver.setCodecPreferences(pcm_capability(kind))
         bypass_receiver(transceiver.receiver)
@@ -106,7 +112,9 @@ class Peer:
             name = f"audio_{source.client_id}" if tile is None else f"video_{source.client_id}_{tile}"
             kind = "audio" if tile is None else "video"
             transceiver = self._transceiver(kind, "sendonly", ForwardTrack(kind, name))
-            out = Output(self.endpoint, sender_ssrc(transceiver.sender), name, source.client_id, tile, transceiver)
+            out = Output(
+                self.endpoint, sender_ssrc(transceiver.sender), name, source.client_id, tile, transceiver
+            )
             self.outputs[(source.client_id, tile)] = out
             (src.audio_outs if tile is None else src.tile_outs[tile]).append(out)
         self._dirty.set()
@@ -157,7 +165,9 @@ class Peer:
                     self.request_close("binary messages are not supported", CLOSE_POLICY)
                 elif msg.type == WSMsgType.ERROR:  # aiohttp has already closed, e.g. 1009 too big
                     code = getattr(msg.data, "code", CLOSE_POLICY)
-                    self.request_close("message too big" if code == 1009 else f"websocket error: {msg.data}", code)
+                    self.request_close(
+                        "message too big" if code == 1009 else f"websocket error: {msg.data}", code
+                    )
                 if self.closing:
                     break
         except Exception:
@@ -184,13 +194,15 @@ class Peer:
             self._negotiator.cancel()
         if self._closer:
             await asyncio.wait([self._closer], timeout=2)
-        for task in (self._negotiator, self._closer):
-            if task and not task.done():
-                task.cancel()
-        await asyncio.gather(*(t for t in (self._negotiator, self._closer) if t), return_exceptions=True)
+        tasks = [t for t in (self._negotiator, self._closer) if t and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
         self.endpoint.link.close()
         try:
-            await asyncio.wait_for(self.pc.close(), 5)
+            async with asyncio.timeout(5):
+                await self.pc.close()
         except Exception:  # a half-failed aiortc close must not keep the peer registered
             log.warning("%s: peer connection close failed", self, exc_info=True)
         if not self.ws.closed:
@@ -289,28 +301,41 @@ class Peer:
             await self.pc.setLocalDescription(await self.pc.createOffer())
             if first:
                 if not self.pc.localDescription or "a=candidate:" not in self.pc.localDescription.sdp:
-                    self.request_close("no ICE candidate could be gathered (UDP ports exhausted?)",
-                                       CLOSE_FULL)
+                    self.request_close(
+                        "no ICE candidate could be gathered (UDP ports exhausted?)", CLOSE_FULL
+                    )
                     return
                 self._inbound = {
-                    t.mid: (i > 0, (i - 1) // self.nqualities if i else 0, (i - 1) % self.nqualities if i else 0)
-                    for i, t in enumerate(self._recv) if t.mid is not None
+                    t.mid: (
+                        i > 0,
+                        (i - 1) // self.nqualities if i else 0,
+                        (i - 1) % self.nqualities if i else 0,
+                    )
+                    for i, t in enumerate(self._recv)
+                    if t.mid is not None
                 }
-                self.endpoint.link = RtpLink(self.pc, self.endpoint.on_rtp, settings.send_backlog_bytes,
-                                             settings.socket_buffer_bytes)
+                self.endpoint.link = RtpLink(
+                    self.pc, self.endpoint.on_rtp, settings.send_backlog_bytes, settings.socket_buffer_bytes
+                )
                 self._connect_timer = asyncio.get_running_loop().call_later(
-                    settings.connect_timeout, self._connect_timeout)
+                    settings.connect_timeout, self._connect_timeout
+                )
             sdp_text, candidates = advertise_candidates(self.pc.localDescription.sdp, settings.public_ip)
             self._answer = asyncio.get_running_loop().create_future()
-            await self.ws.send_str(sig.format_message(sig.OFFER, sig.format_description(
-                type(self.pc.localDescription)(sdp=sdp_text, type="offer"))))
+            await self.ws.send_str(
+                sig.format_message(
+                    sig.OFFER,
+                    sig.format_description(type(self.pc.localDescription)(sdp=sdp_text, type="offer")),
+                )
+            )
             if first:
                 for candidate in candidates:
                     await self.ws.send_str(sig.format_message(sig.CANDIDATE, sig.format_candidate(candidate)))
             self.offers += 1
             first = False
-            try:
-                await asyncio.wait_for(self._answer, settings.answer_timeout)
+            try:  # not wait_for: on 3.11 it can swallow a cancel that races with the answer
+                async with asyncio.timeout(settings.answer_timeout):
+                    await self._answer
             except TimeoutError:
                 self.request_close("no answer to the offer in time", CLOSE_TIMEOUT)
                 return
@@ -318,11 +343,21 @@ class Peer:
                 out.live = True
 
     def info(self) -> dict[str, object]:
-        return {"client_id": self.client_id, "room": self.room, "ntiles": self.ntiles,
-                "nqualities": self.nqualities, "connection": self.pc.connectionState,
-                "signaling": self.pc.signalingState, "outputs": len(self.outputs), "offers": self.offers,
-                "answers": self.answers, "quality_messages": self.quality_messages,
-                "local_port": self.endpoint.link.local_port() if isinstance(self.endpoint.link, RtpLink) else None}
+        return {
+            "client_id": self.client_id,
+            "room": self.room,
+            "ntiles": self.ntiles,
+            "nqualities": self.nqualities,
+            "connection": self.pc.connectionState,
+            "signaling": self.pc.signalingState,
+            "outputs": len(self.outputs),
+            "offers": self.offers,
+            "answers": self.answers,
+            "quality_messages": self.quality_messages,
+            "local_port": self.endpoint.link.local_port()
+            if isinstance(self.endpoint.link, RtpLink)
+            else None,
+        }
 
 
 def _discard(items: list[Output], out: Output) -> None:

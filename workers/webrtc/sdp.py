@@ -22,11 +22,23 @@ def advertise_candidates(sdp_text: str, public_ip: str | None) -> tuple[str, lis
     extra = []
     if public_ip:
         for c in local:
-            if c.type == "host" and ipaddress.ip_address(c.ip).version == ipaddress.ip_address(public_ip).version:
-                extra.append(RTCIceCandidate(
-                    component=c.component, foundation=candidate_foundation("srflx", "udp", public_ip),
-                    ip=public_ip, port=c.port, priority=candidate_priority(c.component, "srflx"),
-                    protocol="udp", type="srflx", relatedAddress=c.ip, relatedPort=c.port))
+            if (
+                c.type == "host"
+                and ipaddress.ip_address(c.ip).version == ipaddress.ip_address(public_ip).version
+            ):
+                extra.append(
+                    RTCIceCandidate(
+                        component=c.component,
+                        foundation=candidate_foundation("srflx", "udp", public_ip),
+                        ip=public_ip,
+                        port=c.port,
+                        priority=candidate_priority(c.component, "srflx"),
+                        protocol="udp",
+                        type="srflx",
+                        relatedAddress=c.ip,
+                        relatedPort=c.port,
+                    )
+                )
     if extra:
         for media in session.media:
             media.ice_candidates.extend(extra)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import weakref
 import logging
 import time
+import weakref
 from collections import Counter
 
 from aiohttp import web
@@ -61,8 +61,13 @@ class Sfu:
         self._alive.add(peer)
         self._empty.clear()
         self.joined += 1
-        log.info("%s joined (%d tiles x %d qualities), %d in room", peer, peer.ntiles, peer.nqualities,
-                 len(members))
+        log.info(
+            "%s joined (%d tiles x %d qualities), %d in room",
+            peer,
+            peer.ntiles,
+            peer.nqualities,
+            len(members),
+        )
 
     def detach(self, peer: Peer) -> None:
         """Remove ``peer`` from forwarding at once; the others drop its tracks and re-offer."""
@@ -88,8 +93,14 @@ class Sfu:
     @staticmethod
     def _peer_counters(peer: Peer) -> Counter[str]:
         c = Counter(peer.endpoint.counters())
-        c.update({"offers": peer.offers, "answers": peer.answers, "junk_quality_entries": peer.junk_quality_entries,
-                  "skipped_candidates": peer.skipped_candidates})
+        c.update(
+            {
+                "offers": peer.offers,
+                "answers": peer.answers,
+                "junk_quality_entries": peer.junk_quality_entries,
+                "skipped_candidates": peer.skipped_candidates,
+            }
+        )
         return c
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -141,9 +152,14 @@ class Sfu:
         await ws.prepare(request)
         query = request.rel_url.query
         try:
-            params = sig.parse_query(query, {k: query.getall(k) for k in query}, max_tiles=s.max_tiles,
-                                     max_qualities=s.max_qualities, max_video_tracks=s.max_video_tracks,
-                                     max_client_id=s.max_client_id)
+            params = sig.parse_query(
+                query,
+                {k: query.getall(k) for k in query},
+                max_tiles=s.max_tiles,
+                max_qualities=s.max_qualities,
+                max_video_tracks=s.max_video_tracks,
+                max_client_id=s.max_client_id,
+            )
         except sig.ProtocolError as exc:
             await ws.close(code=CLOSE_POLICY, message=str(exc).encode()[:120])
             return ws
@@ -182,8 +198,11 @@ class Sfu:
             delta = {r: now[f"drop_{r}"] - last[f"drop_{r}"] for r in DROP_REASONS}
             delta = {k: v for k, v in delta.items() if v > 0}
             if delta:
-                log.warning("dropped packets in the last %.0f s: %s", self.settings.log_summary_interval,
-                            ", ".join(f"{k}={v}" for k, v in sorted(delta.items())))
+                log.warning(
+                    "dropped packets in the last %.0f s: %s",
+                    self.settings.log_summary_interval,
+                    ", ".join(f"{k}={v}" for k, v in sorted(delta.items())),
+                )
             last = now
 
     async def shutdown(self) -> None:

@@ -35,8 +35,15 @@ class JoinParams:
     room: str
 
 
-def parse_query(query: Mapping[str, str], getall: dict[str, list[str]], *, max_tiles: int,
-                max_qualities: int, max_video_tracks: int, max_client_id: int) -> JoinParams:
+def parse_query(
+    query: Mapping[str, str],
+    getall: dict[str, list[str]],
+    *,
+    max_tiles: int,
+    max_qualities: int,
+    max_video_tracks: int,
+    max_client_id: int,
+) -> JoinParams:
     """Validate the upgrade's query string; all three numbers are required and bounded."""
 
     def number(name: str, low: int, high: int) -> int:
@@ -100,7 +107,7 @@ def parse_candidate(payload: str) -> RTCIceCandidate | None:
     if not line.startswith("candidate:"):
         raise ProtocolError("candidate must start with 'candidate:'")
     try:
-        candidate = candidate_from_sdp(line[len("candidate:"):])
+        candidate = candidate_from_sdp(line[len("candidate:") :])
     except (AssertionError, ValueError, IndexError):
         raise ProtocolError("malformed candidate") from None
     if not 0 < candidate.port < 65536 or candidate.component not in (1, 2):

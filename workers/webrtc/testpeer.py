@@ -48,8 +48,17 @@ class TestPeer:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, base_url: str, client_id: int, ntiles: int = 1, nqualities: int = 1, *,
-                 room: str | None = None, trickle_early: bool = False, collect: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: int,
+        ntiles: int = 1,
+        nqualities: int = 1,
+        *,
+        room: str | None = None,
+        trickle_early: bool = False,
+        collect: bool = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self.ntiles = ntiles
@@ -61,7 +70,9 @@ class TestPeer:
         self.pc.addTransceiver(ForwardTrack("audio", f"audio_{client_id}"), direction="sendonly")
         for t in range(ntiles):
             for q in range(nqualities):
-                self.pc.addTransceiver(ForwardTrack("video", f"video_{client_id}_{t}_{q}"), direction="sendonly")
+                self.pc.addTransceiver(
+                    ForwardTrack("video", f"video_{client_id}_{t}_{q}"), direction="sendonly"
+                )
         for tr in self.pc.getTransceivers():
             tr.setCodecPreferences(internals.pcm_capability(tr.kind))
             internals.bypass_receiver(tr.receiver)
@@ -96,14 +107,20 @@ class TestPeer:
     # -- connection ----------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, base_url: str, client_id: int, ntiles: int = 1, nqualities: int = 1,
-                      **kwargs: object) -> TestPeer:
+    async def connect(
+        cls, base_url: str, client_id: int, ntiles: int = 1, nqualities: int = 1, **kwargs: object
+    ) -> TestPeer:
         peer = cls(base_url, client_id, ntiles, nqualities, **kwargs)  # type: ignore[arg-type]
         await peer.open()
         return peer
 
     def ws_url(self, **override: object) -> str:
-        params = {"ntiles": self.ntiles, "nqualities": self.nqualities, "clientid": self.client_id, **override}
+        params = {
+            "ntiles": self.ntiles,
+            "nqualities": self.nqualities,
+            "clientid": self.client_id,
+            **override,
+        }
         if self.room is not None:
             params.setdefault("room", self.room)
         query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -218,26 +235,34 @@ class TestPeer:
             marker_pt = pt | (0x80 if i == len(payloads) - 1 else 0)
             hdr = packet.build_header(marker_pt, seq, ts, ssrc, ext, self._twcc)
             if stamp_at:
-                payload = payload[:stamp_at] + time.monotonic_ns().to_bytes(8, "little") + payload[stamp_at + 8 :]
+                payload = (
+                    payload[:stamp_at] + time.monotonic_ns().to_bytes(8, "little") + payload[stamp_at + 8 :]
+                )
             sent += self.link.send(hdr + payload)
         self._seq[ssrc] = seq
         return sent
 
-    def video_frame(self, tile: int, quality: int, data: bytes, *, client: int | None = None
-                    ) -> tuple[int, int, list[bytes]]:
+    def video_frame(
+        self, tile: int, quality: int, data: bytes, *, client: int | None = None
+    ) -> tuple[int, int, list[bytes]]:
         """(ssrc, timestamp, payloads) of the next frame of a tile at a quality, not yet sent."""
         key = ("video", tile, quality)
         frame_nr = self._frame_nr[key]
         self._frame_nr[key] += 1
         client = self.client_id if client is None else client
         payloads = packet.video_fragments(client, frame_nr, tile, quality, data)
-        return self._ssrc_of(f"video_{self.client_id}_{tile}_{quality}"), (frame_nr * 3000) & 0xFFFFFFFF, payloads
+        return (
+            self._ssrc_of(f"video_{self.client_id}_{tile}_{quality}"),
+            (frame_nr * 3000) & 0xFFFFFFFF,
+            payloads,
+        )
 
     def send_video_payloads(self, ssrc: int, ts: int, payloads: list[bytes], stamp: bool = False) -> int:
         return self._send_payloads(ssrc, packet.PT_VIDEO, ts, payloads, 28 if stamp else 0)
 
-    def send_video_frame(self, tile: int, quality: int, data: bytes, *, client: int | None = None,
-                         stamp: bool = False) -> int:
+    def send_video_frame(
+        self, tile: int, quality: int, data: bytes, *, client: int | None = None, stamp: bool = False
+    ) -> int:
         """Send one point-cloud frame of a tile at a quality; returns packets handed to the socket."""
         return self.send_video_payloads(*self.video_frame(tile, quality, data, client=client), stamp=stamp)
 
@@ -245,8 +270,9 @@ class TestPeer:
         frame_nr = self._frame_nr["audio"]
         self._frame_nr["audio"] += 1
         payloads = packet.audio_fragments(self.client_id, frame_nr, data)
-        return self._send_payloads(self._ssrc_of(f"audio_{self.client_id}"), packet.PT_AUDIO,
-                                   (frame_nr * 960) & 0xFFFFFFFF, payloads)
+        return self._send_payloads(
+            self._ssrc_of(f"audio_{self.client_id}"), packet.PT_AUDIO, (frame_nr * 960) & 0xFFFFFFFF, payloads
+        )
 
     def send_raw(self, data: bytes) -> bool:
         """Send an arbitrary (plain) RTP packet, for malformed-media tests."""
@@ -269,7 +295,9 @@ class TestPeer:
         self.header_lengths[hlen] += 1
         if not self.collect:
             if len(data) >= hlen + 36:
-                self.latencies_ns.append(time.monotonic_ns() - int.from_bytes(data[hlen + 28 : hlen + 36], "little"))
+                self.latencies_ns.append(
+                    time.monotonic_ns() - int.from_bytes(data[hlen + 28 : hlen + 36], "little")
+                )
             return
         rtp = packet.parse(data)
         if rtp is None:
@@ -281,10 +309,10 @@ class TestPeer:
             self.twcc_seen.append(twcc)
         payload = data[rtp.payload_start : rtp.payload_end]
         if (rtp.marker_pt & 0x7F) == packet.PT_VIDEO:
-            client, nr, total, off, size, tile, quality = packet.VIDEO_HEADER.unpack_from(payload)
+            client, nr, total, off, _, tile, quality = packet.VIDEO_HEADER.unpack_from(payload)
             kind, body = "video", payload[28:]
         else:
-            client, nr, total, off, size = packet.AUDIO_HEADER.unpack_from(payload)
+            client, nr, total, off, _ = packet.AUDIO_HEADER.unpack_from(payload)
             tile = quality = 0
             kind, body = "audio", payload[20:]
         key = (kind, client, tile, quality, nr, rtp.ssrc)
@@ -295,11 +323,14 @@ class TestPeer:
         if part.size >= part.total:
             del self._partials[key]
             blob = b"".join(part.parts[k] for k in sorted(part.parts))
-            self.frames.append(Frame(kind, client, tile, quality, nr, blob, self.track_by_ssrc.get(rtp.ssrc, "?")))
+            self.frames.append(
+                Frame(kind, client, tile, quality, nr, blob, self.track_by_ssrc.get(rtp.ssrc, "?"))
+            )
             self._changed.set()
 
     async def wait_for(self, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         """Wait until ``predicate(self)`` holds, re-checking on every frame or signalling change."""
+
         async def loop() -> None:
             while not predicate(self):
                 self._changed.clear()
@@ -308,5 +339,8 @@ class TestPeer:
         await asyncio.wait_for(loop(), timeout)
 
     def frames_from(self, client: int, kind: str = "video", tile: int | None = None) -> list[Frame]:
-        return [f for f in self.frames if f.client == client and f.kind == kind and (tile is None or f.tile == tile)]
-
+        return [
+            f
+            for f in self.frames
+            if f.client == client and f.kind == kind and (tile is None or f.tile == tile)
+        ]

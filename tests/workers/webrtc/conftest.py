@@ -63,9 +63,18 @@ class SfuProcess:
 
     async def wait_settled(self, npeers: int, timeout: float = 10.0) -> dict:
         """All peers connected and every offer answered, so every republished track is live."""
-        return await self.wait_stats(lambda s: s["peers"] == npeers and all(
-            p["connection"] == "connected" and p["signaling"] == "stable" and p["offers"] == p["answers"]
-            for p in s["peer_list"]), timeout)
+        return await self.wait_stats(
+            lambda s: (
+                s["peers"] == npeers
+                and all(
+                    p["connection"] == "connected"
+                    and p["signaling"] == "stable"
+                    and p["offers"] == p["answers"]
+                    for p in s["peer_list"]
+                )
+            ),
+            timeout,
+        )
 
     async def peer(self, client_id: int, ntiles: int = 1, nqualities: int = 1, **kw: object) -> TestPeer:
         p = await TestPeer.connect(self.url, client_id, ntiles, nqualities, **kw)
@@ -96,8 +105,20 @@ def start_sfu(tmp_path: Path, settings: dict | None = None, extra: list[str] | N
     settings_file = tmp_path / f"sfu-{port}.json"
     settings_file.write_text(json.dumps(cfg))
     stderr_path = tmp_path / f"sfu-{port}.log"
-    cmd = [sys.executable, "-m", "workers.webrtc", "--host", "127.0.0.1", "--port", str(port),
-           "--udp-ports", f"{udp[0]}:{udp[1]}", "--settings", str(settings_file), *(extra or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workers.webrtc",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--udp-ports",
+        f"{udp[0]}:{udp[1]}",
+        "--settings",
+        str(settings_file),
+        *(extra or []),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=stderr_path.open("w"))
     deadline = time.monotonic() + 15
     while True:
@@ -139,7 +160,9 @@ def _aiortc_dialect() -> Iterator[None]:
 @pytest.fixture
 async def sfu(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SfuProcess]:
     marker = request.node.get_closest_marker("sfu_settings")
-    proc = start_sfu(tmp_path, marker.args[0] if marker else None, marker.kwargs.get("extra") if marker else None)
+    proc = start_sfu(
+        tmp_path, marker.args[0] if marker else None, marker.kwargs.get("extra") if marker else None
+    )
     try:
         yield proc
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 
 import pytest
 from aiortc.sdp import SessionDescription
@@ -17,7 +19,7 @@ def assert_wire_contract(peer: TestPeer) -> None:
     assert peer.packets > 0
     assert dict(peer.header_lengths) == {20: peer.packets}
     for ssrc, seqs in peer.seq_by_ssrc.items():
-        steps = {(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:], strict=False)}
+        steps = {(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)}
         assert steps <= {1}, f"sequence gap on {ssrc}: {steps}"
     assert len(set(peer.twcc_seen)) == len(peer.twcc_seen)  # transport-wide numbers are unique
 
@@ -30,7 +32,9 @@ def offer_tracks(sdp_text: str) -> dict[str, str]:
 async def test_two_peers_exchange_audio_and_tiles_byte_exactly(sfu: SfuProcess) -> None:
     a, b = await sfu.connected_peers((1, 2, 1), (2, 1, 1))
     big, small, voice = os.urandom(600_000), os.urandom(50_000), [os.urandom(n) for n in (100, 1152, 3000)]
-    assert a.send_video_frame(0, 0, big) == 525  # 600 000 / 1144 fragments, >= 128: past aiortc's jitter buffer
+    assert (
+        a.send_video_frame(0, 0, big) == 525
+    )  # 600 000 / 1144 fragments, >= 128: past aiortc's jitter buffer
     a.send_video_frame(1, 0, small)
     for v in voice:
         a.send_audio_frame(v)
@@ -44,27 +48,40 @@ async def test_two_peers_exchange_audio_and_tiles_byte_exactly(sfu: SfuProcess) 
     assert got["video", 1, 0].data == small and got["video", 1, 0].track == "video_1_1"
     assert [got["audio", 0, n].data for n in range(3)] == voice
     assert {got["audio", 0, n].track for n in range(3)} == {"audio_1"}
-    assert sorted((f.kind, f.client, f.data) for f in a.frames) == [("audio", 2, b"b-audio"), ("video", 2, back)]
+    assert sorted((f.kind, f.client, f.data) for f in a.frames) == [
+        ("audio", 2, b"b-audio"),
+        ("video", 2, back),
+    ]
     assert_wire_contract(a)
     assert_wire_contract(b)
     # the offer negotiates only the pcm codecs and the transport-cc extension (hence 20-byte headers)
     offer = SessionDescription.parse(b.offers[-1])
     assert {c.mimeType for m in offer.media for c in m.rtp.codecs} == {"audio/pcm", "video/pcm"}
     assert {(c.mimeType, c.payloadType) for m in offer.media for c in m.rtp.codecs} == {
-        ("audio/pcm", 6), ("video/pcm", 5)}
+        ("audio/pcm", 6),
+        ("video/pcm", 5),
+    }
     assert {e.uri for m in offer.media for e in m.rtp.headerExtensions} == {
-        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"}
+        "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+    }
     assert [m.direction for m in offer.media[:2]] == ["recvonly", "recvonly"]  # 1 audio + 1x1 video
-    assert offer_tracks(b.offers[-1]).items() >= {"audio_1": "sendonly", "video_1_0": "sendonly",
-                                                  "video_1_1": "sendonly"}.items()
+    assert (
+        offer_tracks(b.offers[-1]).items()
+        >= {"audio_1": "sendonly", "video_1_0": "sendonly", "video_1_1": "sendonly"}.items()
+    )
     stats = await sfu.stats()
     assert stats["packets_out"] == stats["packets_in"] == a.packets + b.packets
     assert not any(stats["drops"].values())
 
 
 async def test_four_peers_receive_everyone_else(sfu: SfuProcess) -> None:
-    specs = [(1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 3, 1)]
-    peers = await sfu.connected_peers(*specs)
+    peers = [
+        await sfu.peer(c, t, q, trickle_early=c % 2 == 0)
+        for c, t, q in [(1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 3, 1)]
+    ]
+    for p in peers:  # peers 2 and 4 trickle candidates before their answer: the SFU queues them
+        await p.wait_connected()
+    await sfu.wait_settled(4)
     sent: dict[tuple[int, str, int], bytes] = {}
     for p in peers:
         for tile in range(p.ntiles):
@@ -74,7 +91,8 @@ async def test_four_peers_receive_everyone_else(sfu: SfuProcess) -> None:
         p.send_audio_frame(voice)
     for p in peers:
         expected = {k: v for k, v in sent.items() if k[0] != p.client_id}
-        await p.wait_for(lambda q, n=len(expected): len(q.frames) >= n)
+        want = len(expected)
+        await p.wait_for(lambda q, n=want: len(q.frames) >= n)
         assert {(f.client, f.kind, f.tile): f.data for f in p.frames} == expected
         assert_wire_contract(p)
 
@@ -88,8 +106,12 @@ async def test_quality_switching_per_receiver_at_frame_boundaries(sfu: SfuProces
             for q in range(3):
                 a.send_video_frame(tile, q, os.urandom(3000 + 1000 * q))
         a.send_audio_frame(b"tick")  # audio goes last: when it arrives, the round is through
-        await b.wait_for(lambda p: p.frames[-1:] and p.frames[-1].kind == "audio" and len(p.frames) > before[0])
-        await c.wait_for(lambda p: p.frames[-1:] and p.frames[-1].kind == "audio" and len(p.frames) > before[1])
+        await b.wait_for(
+            lambda p: p.frames[-1:] and p.frames[-1].kind == "audio" and len(p.frames) > before[0]
+        )
+        await c.wait_for(
+            lambda p: p.frames[-1:] and p.frames[-1].kind == "audio" and len(p.frames) > before[1]
+        )
 
     def video(p: TestPeer, start: int) -> list[tuple[int, int]]:
         return [(f.tile, f.quality) for f in p.frames[start:] if f.kind == "video"]
@@ -144,7 +166,8 @@ async def test_departed_peer_tracks_are_removed_and_others_renegotiated(sfu: Sfu
     await a.wait_for(lambda p: len(p.offers) > offers_a)
     tracks = offer_tracks(a.offers[-1])
     assert {k: tracks[k] for k in ("audio_3", "video_3_0", "video_3_1")} == dict.fromkeys(
-        ("audio_3", "video_3_0", "video_3_1"), "inactive")
+        ("audio_3", "video_3_0", "video_3_1"), "inactive"
+    )
     assert tracks["video_2_0"] == "sendonly"
     data = os.urandom(30_000)
     b.send_video_frame(0, 0, data)
@@ -156,7 +179,10 @@ async def test_duplicate_client_id_newer_connection_replaces_older(sfu: SfuProce
     old, b = await sfu.connected_peers((1, 1, 1), (2, 1, 1))
     new = await sfu.peer(1)
     await old.wait_closed()
-    assert (old.close_code, old.close_reason) == (4001, "replaced by a newer connection with the same client id")
+    assert (old.close_code, old.close_reason) == (
+        4001,
+        "replaced by a newer connection with the same client id",
+    )
     await new.wait_connected()
     await sfu.wait_settled(2)
     data = os.urandom(20_000)
@@ -207,25 +233,21 @@ async def test_candidates_stay_in_the_udp_slice_and_public_ip_is_advertised(sfu:
     assert {p["local_port"] for p in stats["peer_list"]} == ports and len(ports) == 3
 
 
-async def test_exhausted_udp_slice_refuses_the_peer_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from .conftest import start_sfu, stop_sfu
+ONE_PORT = random.randrange(20000, 60000)
 
-    sfu = start_sfu(tmp_path)
-    # narrow slice: restart with a single port
-    stop_sfu(sfu)
-    one = sfu.udp[0]
-    sfu = start_sfu(tmp_path, extra=["--udp-ports", f"{one}:{one}"])
-    try:
-        a = await sfu.peer(1)
-        await a.wait_connected()
-        b = await sfu.peer(2)
-        await b.wait_closed()
-        assert (b.close_code, b.close_reason) == (1013, "no ICE candidate could be gathered (UDP ports exhausted?)")
-        await sfu.wait_settled(1)
-    finally:
-        for p in sfu.peers:
-            await p.close()
-        assert stop_sfu(sfu) == 0
+
+@pytest.mark.sfu_settings({}, extra=["--udp-ports", f"{ONE_PORT}:{ONE_PORT}"])
+async def test_exhausted_udp_slice_refuses_the_peer_cleanly(sfu: SfuProcess) -> None:
+    a = await sfu.peer(1)
+    await a.wait_connected()
+    b = await sfu.peer(2)
+    await b.wait_closed()
+    assert (b.close_code, b.close_reason) == (
+        1013,
+        "no ICE candidate could be gathered (UDP ports exhausted?)",
+    )
+    stats = await sfu.wait_settled(1)
+    assert stats["peer_list"][0]["local_port"] == ONE_PORT
 
 
 async def test_join_leave_cycles_return_tasks_and_peers_to_baseline(sfu: SfuProcess) -> None:
@@ -267,5 +289,9 @@ async def test_malformed_media_is_dropped_and_counted(sfu: SfuProcess) -> None:
     await b.wait_for(lambda p: any(f.data == good for f in p.frames))
     stats = await sfu.wait_stats(lambda s: s["drops"]["malformed_rtp"] == 1)
     assert {k: v for k, v in stats["drops"].items() if v} == {
-        "foreign_client": 1, "bad_app_header": 1, "bad_payload_type": 1, "malformed_rtp": 1}
+        "foreign_client": 1,
+        "bad_app_header": 1,
+        "bad_payload_type": 1,
+        "malformed_rtp": 1,
+    }
     assert [f.data for f in b.frames] == [good]  # nothing partial or spoofed was delivered

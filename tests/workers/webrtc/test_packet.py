@@ -6,7 +6,9 @@ from workers.webrtc import packet
 
 
 def test_built_header_is_exactly_20_bytes_with_one_twcc_element() -> None:
-    hdr = packet.build_header(0x80 | packet.PT_VIDEO, 65535, 2**32 - 1, 0xDEADBEEF, packet.twcc_ext_byte(3), 513)
+    hdr = packet.build_header(
+        0x80 | packet.PT_VIDEO, 65535, 2**32 - 1, 0xDEADBEEF, packet.twcc_ext_byte(3), 513
+    )
     assert len(hdr) == packet.HEADER_SIZE == 20
     assert hdr[0] == 0x90  # V=2, X=1, no padding, no CSRC
     assert hdr[1] == 0x80 | 5
@@ -44,4 +46,7 @@ def test_fragments_follow_the_peer_layout() -> None:
     assert fields[1] == (3, 7, 2560, 1144, 1144, 1, 2)
     assert b"".join(f[28:] for f in frags) == data
     audio = packet.audio_fragments(4, 9, b"x" * 1200)
-    assert [packet.AUDIO_HEADER.unpack_from(f) for f in audio] == [(4, 9, 1200, 0, 1152), (4, 9, 1200, 1152, 48)]
+    assert [packet.AUDIO_HEADER.unpack_from(f) for f in audio] == [
+        (4, 9, 1200, 0, 1152),
+        (4, 9, 1200, 1152, 48),
+    ]

@@ -19,20 +19,23 @@ def test_query_accepts_bounded_integers() -> None:
     assert query(ntiles="1", nqualities="1", clientid="1", room="s-1.a").room == "s-1.a"
 
 
-@pytest.mark.parametrize(("params", "reason"), [
-    ({"nqualities": "1", "clientid": "1"}, "missing ntiles"),
-    ({"ntiles": "x", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
-    ({"ntiles": "-1", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
-    ({"ntiles": " 1", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
-    ({"ntiles": "0", "nqualities": "1", "clientid": "1"}, "ntiles must be within 1..16"),
-    ({"ntiles": "17", "nqualities": "1", "clientid": "1"}, "ntiles must be within 1..16"),
-    ({"ntiles": "1", "nqualities": "9", "clientid": "1"}, "nqualities must be within 1..8"),
-    ({"ntiles": "1", "nqualities": "1", "clientid": "0"}, "clientid must be within 1..65535"),
-    ({"ntiles": "1", "nqualities": "1", "clientid": "99999999999"}, "clientid must be a decimal integer"),
-    ({"ntiles": ["1", "2"], "nqualities": "1", "clientid": "1"}, "repeated ntiles"),
-    ({"ntiles": "16", "nqualities": "8", "clientid": "1"}, "ntiles*nqualities must be at most 64"),
-    ({"ntiles": "1", "nqualities": "1", "clientid": "1", "room": "a b"}, "room must be"),
-])
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"nqualities": "1", "clientid": "1"}, "missing ntiles"),
+        ({"ntiles": "x", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
+        ({"ntiles": "-1", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
+        ({"ntiles": " 1", "nqualities": "1", "clientid": "1"}, "ntiles must be a decimal integer"),
+        ({"ntiles": "0", "nqualities": "1", "clientid": "1"}, "ntiles must be within 1..16"),
+        ({"ntiles": "17", "nqualities": "1", "clientid": "1"}, "ntiles must be within 1..16"),
+        ({"ntiles": "1", "nqualities": "9", "clientid": "1"}, "nqualities must be within 1..8"),
+        ({"ntiles": "1", "nqualities": "1", "clientid": "0"}, "clientid must be within 1..65535"),
+        ({"ntiles": "1", "nqualities": "1", "clientid": "99999999999"}, "clientid must be a decimal integer"),
+        ({"ntiles": ["1", "2"], "nqualities": "1", "clientid": "1"}, "repeated ntiles"),
+        ({"ntiles": "16", "nqualities": "8", "clientid": "1"}, "ntiles*nqualities must be at most 64"),
+        ({"ntiles": "1", "nqualities": "1", "clientid": "1", "room": "a b"}, "room must be"),
+    ],
+)
 def test_query_rejections_name_the_problem(params: dict, reason: str) -> None:
     with pytest.raises(sig.ProtocolError, match=reason.replace("*", r"\*")):
         query(**params)
@@ -50,7 +53,12 @@ def test_message_framing() -> None:
 def test_description_must_be_json_of_the_expected_type() -> None:
     good = json.dumps({"type": "answer", "sdp": "v=0\r\n"})
     assert sig.parse_description(good, "answer").sdp == "v=0\r\n"
-    for bad in ("{", "[]", json.dumps({"type": "offer", "sdp": "x"}), json.dumps({"type": "answer", "sdp": 3})):
+    for bad in (
+        "{",
+        "[]",
+        json.dumps({"type": "offer", "sdp": "x"}),
+        json.dumps({"type": "answer", "sdp": 3}),
+    ):
         with pytest.raises(sig.ProtocolError):
             sig.parse_description(bad, "answer")
 
@@ -64,8 +72,12 @@ def test_candidates_are_bare_lines_for_mline_zero() -> None:
     mdns = sig.parse_candidate("candidate:1 1 udp 1 abc.local 9 typ host")
     assert tcp is not None and mdns is not None
     assert not sig.is_usable_candidate(tcp) and not sig.is_usable_candidate(mdns)
-    for bad in ("1 1 udp 1 127.0.0.1 9 typ host", "candidate:1 1 udp", "candidate:1 x udp 1 h 9 typ host",
-                "candidate:1 1 udp 1 127.0.0.1 70000 typ host"):
+    for bad in (
+        "1 1 udp 1 127.0.0.1 9 typ host",
+        "candidate:1 1 udp",
+        "candidate:1 x udp 1 h 9 typ host",
+        "candidate:1 1 udp 1 127.0.0.1 70000 typ host",
+    ):
         with pytest.raises(sig.ProtocolError):
             sig.parse_candidate(bad)
 
