@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,7 +37,7 @@ class SupervisedStreams:
             await self._on_replaced(session_ids)
 
     async def start(self) -> None:
-        self.supervisor._on_replaced = self._replaced
+        self.supervisor.on_worker_replaced = self._replaced
         await self.supervisor.start()
         loop = asyncio.get_running_loop()
         try:
@@ -76,25 +75,14 @@ class SupervisedStreams:
         return self.supervisor.unready_reasons()
 
     async def restart_worker(self, name: str) -> bool:
-        """Kill the worker's process group: its lifecycle restarts it on the same port and the
-        sessions on it are told (STREAM_WORKER_CHANGED)."""
-        for worker in self.supervisor.snapshot()["workers"]:
-            if worker["name"] == name and worker.get("pid"):
-                log.warning("operator restart of worker %s (pid %d)", name, worker["pid"])
-                try:
-                    os.killpg(worker["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    return False
-                return True
-        return False
+        """Restart on the same port, keeping its sessions (they are told: STREAM_WORKER_CHANGED)."""
+        return await self.supervisor.restart_worker(name)
 
 
 def streams_for(settings: Settings) -> SupervisedStreams | None:
     """Raises streams.config.ConfigError (with every error) when the file is invalid."""
     config = load_config(settings.config)
-    if config.missing:
-        log.warning("no stream worker configuration at %s: sessions of every protocol are served by the "
-                    "orchestrator itself (sfuData empty)", settings.config)
+    if config.missing:  # load_config has logged it
         return None
     supervisor = Supervisor(config, log_dir=settings.log_dir, run_dir=settings.run_dir)
     return SupervisedStreams(supervisor, settings.config)

@@ -19,7 +19,7 @@ from .responses import respond
 if TYPE_CHECKING:
     from ..server import App
 
-WORKER_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING", "STOPPED", "FATAL")
+WORKER_STATES = ("STARTING", "RUNNING", "BACKOFF", "STOPPING", "STOPPED", "EXITED", "FATAL")
 
 
 class OrchestratorCollector:
