@@ -6,8 +6,9 @@ queueing. It is the least work any Python reflector can do, so worker/baseline r
 validation, per-stream queues and accounting cost.
 
 The load generator is this process (a sender thread and one thread per receiver, blocking
-sockets); each server runs as its own process, and with --pin (default) the server gets CPU 0 and
-the load generator CPU 1. Every scenario starts a fresh server. A receiver checks every frame's
+sockets); each server runs as its own process (with --pin the server gets CPU 0 and the load
+generator CPU 1; on a machine shared with other work, pinning makes a preempted server wait, so it
+is off by default). Every scenario starts a fresh server. A receiver checks every frame's
 header, length and sequence number; end-to-end latency is from just before the sender's
 sendall() to the receiver's read of the frame's last byte. The worker's own "added" latency
 (last byte read → handed to the receiver's transport) comes from its /stats.
@@ -340,7 +341,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tenth of the frames (smoke run)")
     ap.add_argument("--write", action="store_true", help=f"write {OUT.relative_to(REPO)}")
-    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the server to CPU 0 and this process to CPU 1 (hurts on a shared machine)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per server and scenario (median by egress)")
     ap.add_argument("--only", help="run scenarios whose name contains this text")
     ap.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -365,7 +367,7 @@ def main() -> int:
             for e in r.errors[:3]:
                 print(f"  error: {e}", file=sys.stderr)
     report = tables(rows)
-    cmd = "python bench/tcp_bench.py" + (" --quick" if args.quick else "") + ("" if args.pin else " --no-pin")
+    cmd = "python bench/tcp_bench.py" + (" --quick" if args.quick else "") + (" --pin" if args.pin else "")
     print(f"{env}\n\n{report}")
     if args.write:
         OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import socket
+from pathlib import Path
 
 from workers.tcp.framing import build_header
 
@@ -97,6 +98,9 @@ async def test_stats_and_health_endpoints(spawn, connect) -> None:
         assert key in stats, key
     assert stats["connections"] == 2 and stats["bytes_in"] == 138 and stats["bytes_out"] == 138
     assert stats["latency_ms"]["p99_ms"] is not None and stats["latency_ms"]["p99_ms"] < 1000
+    readme = (Path(__file__).parents[3] / "workers" / "tcp" / "README.md").read_text()
+    documented = [*stats, *stats["drops"], *stats["closed"], *stats["latency_ms"], *stats["clients"][0]]
+    assert [key for key in documented if f"`{key}`" not in readme] == []
     with socket.create_connection(("127.0.0.1", worker.control_port), timeout=2) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = s.makefile("rb").read()
