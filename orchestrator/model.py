@@ -20,6 +20,7 @@ class User:
     user_id: str
     name: str
     host: str = ""  # the host this user used to reach us: sfuData URLs are rendered with it
+    node: str = ""  # the orchestrator process this user is connected to (several in a cluster)
     user_data: dict[str, Any] = field(default_factory=dict)
     session_id: str | None = None
     # Set when the session was closed under this user (admin gone): its next LeaveSession answers OK.
@@ -40,6 +41,7 @@ class Session:
     scenario_description: Any
     members: list[str] = field(default_factory=list)  # join order is part of the contract
     master_id: str | None = None
+    worker: dict[str, Any] | None = None  # the stream worker serving it, for sfuData on any process
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,10 +59,12 @@ class Outcome:
 
     notes: list[Note] = field(default_factory=list)
     closed_sessions: list[str] = field(default_factory=list)
+    changed_sessions: list[str] = field(default_factory=list)  # membership changed: worker load to update
 
     def extend(self, other: Outcome) -> None:
         self.notes.extend(other.notes)
         self.closed_sessions.extend(other.closed_sessions)
+        self.changed_sessions.extend(other.changed_sessions)
 
 
 SfuRenderer = Callable[[Session, User], dict[str, str]]
@@ -166,9 +170,9 @@ class Model:
 
     # -- users -------------------------------------------------------------------------------
 
-    def login(self, name: str, host: str = "") -> User:
+    def login(self, name: str, host: str = "", *, user_id: str | None = None, node: str = "") -> User:
         """Every login is a new user, even with a name already in use (v2 merged them and hung the client)."""
-        user = User(user_id=str(uuid.uuid4()), name=name, host=host)
+        user = User(user_id=user_id or str(uuid.uuid4()), name=name, host=host, node=node)
         self.users[user.user_id] = user
         return user
 
@@ -201,7 +205,7 @@ class Model:
 
     def add_session(self, admin_id: str, *, name: str, description: str, protocol: str,
                     scenario_id: Any, scenario_name: Any, scenario_description: Any,
-                    session_id: str | None = None) -> Session:
+                    session_id: str | None = None, worker: dict[str, Any] | None = None) -> Session:
         """Create a session with its creator as administrator and first member."""
         admin = self.user(admin_id)
         if admin.session_id is not None:
@@ -209,7 +213,7 @@ class Model:
         session = Session(
             session_id=session_id or str(uuid.uuid4()), name=name, description=description, protocol=protocol,
             admin_id=admin_id, scenario_id=scenario_id, scenario_name=scenario_name,
-            scenario_description=scenario_description,
+            scenario_description=scenario_description, worker=worker,
         )
         self.sessions[session.session_id] = session
         self._add_member(session, admin)
@@ -224,7 +228,7 @@ class Model:
             raise CommandError(Err.ALREADY_IN_THIS_SESSION)
         if user.session_id is not None:
             raise CommandError(Err.ALREADY_IN_OTHER_SESSION)
-        outcome = Outcome()
+        outcome = Outcome(changed_sessions=[session_id])
         if session.members:
             # The joiner's full User, to the members already present (never to the joiner itself).
             event = {"eventId": SessionEvent.USER_JOINED,
@@ -409,7 +413,7 @@ class Model:
         self._drop_user_streams(user)
         if session.master_id == user.user_id:
             session.master_id = session.members[0] if session.members else None
-        outcome = Outcome()
+        outcome = Outcome(changed_sessions=[session.session_id])
         if session.members:
             event = {"eventId": SessionEvent.USER_LEFT, "eventData": {"userId": user.user_id}}
             outcome.notes.append(Note(tuple(session.members), Ev.SESSION_UPDATED, (event,)))

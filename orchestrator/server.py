@@ -34,6 +34,7 @@ from .logs import CONTEXT
 from .logtail import LogTail
 from .loopwatch import LoopWatch
 from .model import Model, Outcome, Session, User
+from .ops import OPS
 from .protocol import CommandError, Err, Ev, SessionEvent, envelope
 from .settings import Settings
 from .stats import Stats
@@ -333,31 +334,28 @@ class App:
         if self.draining:
             raise CommandError(Err.DRAINING)
 
-    def check_room(self, session_id: str) -> None:
-        session = self.model.sessions.get(session_id)
-        limit = self.settings.max_users_per_session
-        if session is not None and len(session.members) >= limit:
-            raise CommandError(Err.LIMIT_REACHED, f"{limit} users per session (max_users_per_session)")
+    async def apply(self, op: str, *, defer: bool = False, **args: Any) -> Any:
+        """Run one state change (ops.py) and settle what it caused; `defer` delivers after the ack."""
+        result, outcome = OPS[op](self.model, **args)
+        await self.settle(outcome, defer=defer)
+        return result
 
-    def login(self, conn: Conn, name: str) -> str:
+    async def login(self, conn: Conn, name: str) -> str:
         if conn.user_id is not None and conn.user_id in self.model.users:
             return conn.user_id  # a repeated Login on one connection keeps its user
-        user = self.model.login(name, host=conn.host)
-        conn.user_id = user.user_id
-        self.delivery.attach(user.user_id, conn.sid)
-        return user.user_id
+        user_id = str(uuid.uuid4())
+        await self.apply("login", user_id=user_id, name=name, host=conn.host, node=self.instance_id)
+        conn.user_id = user_id
+        self.delivery.attach(user_id, conn.sid)
+        return user_id
 
     async def logout(self, conn: Conn) -> None:
         user_id = conn.user_id
         if user_id is None:
             return
         conn.user_id = None
-        session_id = self.model.users[user_id].session_id if user_id in self.model.users else None
-        outcome = self.model.logout(user_id)
         self.delivery.detach(user_id)
-        if session_id in self.model.sessions:
-            self.session_changed(self.model.sessions[session_id])
-        await self.settle(outcome)
+        await self.apply("logout", user_id=user_id)
 
     async def add_session(self, conn: Conn, **fields: Any) -> Session:
         user = self.model.user(conn.require_user())
@@ -372,20 +370,25 @@ class App:
             log.warning("session %r refused: %s", fields["name"], exc)
             raise CommandError(Err.NO_WORKER_AVAILABLE, str(exc)) from None
         try:
-            session = self.model.add_session(user.user_id, session_id=session_id, **fields)
+            await self.apply("add_session", user_id=user.user_id, session_id=session_id,
+                             max_sessions=self.settings.max_sessions, **fields)
         except BaseException:
             await self.streams.release(session_id)
             raise
-        self.session_changed(session)
+        session = self.model.sessions[session_id]
         log.info("session %s %r (%s) created by %s", session_id, session.name, session.protocol, user.user_id)
         return session
 
-    def session_changed(self, session: Session) -> None:
-        self.streams.update_load(session.session_id, len(session.members))
-
-    async def settle(self, outcome: Outcome) -> None:
-        """Deliver what a state change caused and give closed sessions' workers back."""
-        self.delivery.deliver(outcome.notes)
+    async def settle(self, outcome: Outcome, *, defer: bool = False) -> None:
+        """Deliver what a state change caused, update worker loads, give closed sessions' workers back."""
+        if defer and outcome.notes:
+            asyncio.get_running_loop().call_soon(self.delivery.deliver, outcome.notes)
+        else:
+            self.delivery.deliver(outcome.notes)
+        for session_id in outcome.changed_sessions:
+            session = self.model.sessions.get(session_id)
+            if session is not None:
+                self.streams.update_load(session_id, len(session.members))
         for session_id in outcome.closed_sessions:
             log.info("session %s closed", session_id)
             await self.streams.release(session_id)
@@ -413,12 +416,10 @@ class App:
 
     async def close_session(self, session_id: str) -> bool:
         """Operator action: close a session as if its administrator had gone."""
-        outcome = self.model.close_session(session_id)
-        if outcome is None:
-            return False
-        log.warning("operator closed session %s", session_id)
-        await self.settle(outcome)
-        return True
+        closed = await self.apply("close_session", session_id=session_id)
+        if closed:
+            log.warning("operator closed session %s", session_id)
+        return bool(closed)
 
     def admin_state(self) -> dict[str, Any]:
         """Everything the operator page shows, in one JSON-ready object."""
@@ -460,8 +461,7 @@ class App:
 
     async def reset(self) -> None:
         log.warning("operator reset: closing every session and disconnecting every client")
-        outcome = self.model.reset()
-        await self.settle(outcome)
+        await self.apply("reset")
         for conn in self.conns.values():
             if conn.user_id is not None:
                 self.delivery.detach(conn.user_id)

@@ -22,14 +22,12 @@ def _message(ctx: Context) -> Any:
 @command(Ev.SEND_MESSAGE)
 async def send_message(ctx: Context) -> dict[str, Any]:
     ctx.app.model.session_of(ctx.app.model.user(ctx.user_id))
-    note = ctx.app.model.message(ctx.user_id, ctx.data.get("userId"), _message(ctx))
-    ctx.app.delivery.deliver([note])
+    await ctx.app.apply("message", user_id=ctx.user_id, target=ctx.data.get("userId"), message=_message(ctx))
     return {}
 
 
 @command(Ev.SEND_MESSAGE_TO_ALL)
 async def send_message_to_all(ctx: Context) -> dict[str, Any]:
     ctx.app.model.session_of(ctx.app.model.user(ctx.user_id))
-    note = ctx.app.model.message_to_all(ctx.user_id, _message(ctx))
-    ctx.app.delivery.deliver([note])
+    await ctx.app.apply("message_to_all", user_id=ctx.user_id, message=_message(ctx))
     return {}

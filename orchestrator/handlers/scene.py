@@ -21,14 +21,14 @@ def _arg(args: tuple[Any, ...], index: int) -> Any:
 
 @event(Ev.SEND_SCENE_EVENT_TO_MASTER)
 async def to_master(app: App, conn: Conn, args: tuple[Any, ...]) -> None:
-    app.delivery.deliver([app.model.scene_to_master(conn.require_user(), _arg(args, 0))])
+    await app.apply("scene_to_master", user_id=conn.require_user(), data=_arg(args, 0))
 
 
 @event(Ev.SEND_SCENE_EVENT_TO_USER)
 async def to_user(app: App, conn: Conn, args: tuple[Any, ...]) -> None:
-    app.delivery.deliver([app.model.scene_to_user(conn.require_user(), _arg(args, 0), _arg(args, 1))])
+    await app.apply("scene_to_user", user_id=conn.require_user(), target=_arg(args, 0), data=_arg(args, 1))
 
 
 @event(Ev.SEND_SCENE_EVENT_TO_ALL_USERS)
 async def to_all(app: App, conn: Conn, args: tuple[Any, ...]) -> None:
-    app.delivery.deliver([app.model.scene_to_all(conn.require_user(), _arg(args, 0))])
+    await app.apply("scene_to_all", user_id=conn.require_user(), data=_arg(args, 0))

@@ -38,21 +38,15 @@ async def add_session(ctx: Context) -> dict[str, Any]:
 @command(Ev.JOIN_SESSION)
 async def join_session(ctx: Context) -> dict[str, Any]:
     session_id = ctx.field("sessionId", str, missing=Err.SESSION_NOT_FOUND)
-    ctx.app.check_room(session_id)
-    session, outcome = ctx.app.model.join(ctx.user_id, session_id)
-    ctx.app.delivery.deliver(outcome.notes)  # USER_JOINED_SESSION goes out before the joiner's ack
-    ctx.app.session_changed(session)
-    return ctx.app.model.session_dict(session)
+    # USER_JOINED_SESSION goes out before the joiner's ack.
+    await ctx.app.apply("join", user_id=ctx.user_id, session_id=session_id,
+                        max_users=ctx.app.settings.max_users_per_session)
+    return ctx.app.model.session_dict(ctx.app.model.sessions[session_id])
 
 
 @command(Ev.LEAVE_SESSION)
 async def leave_session(ctx: Context) -> dict[str, Any]:
-    user = ctx.app.model.user(ctx.user_id)
-    session_id = user.session_id
-    outcome = ctx.app.model.leave(ctx.user_id)
-    ctx.after_ack.append(lambda: ctx.app.delivery.deliver(outcome.notes))  # USER_LEFT after the ack
-    if session_id in ctx.app.model.sessions:
-        ctx.app.session_changed(ctx.app.model.sessions[session_id])
+    await ctx.app.apply("leave", user_id=ctx.user_id, defer=True)  # USER_LEFT_SESSION after the ack
     return {}
 
 
@@ -64,6 +58,5 @@ async def get_session_info(ctx: Context) -> dict[str, Any]:
 @command(Ev.DELETE_SESSION)
 async def delete_session(ctx: Context) -> dict[str, Any]:
     session_id = ctx.field("sessionId", str, missing=Err.SESSION_NOT_FOUND)
-    outcome = ctx.app.model.delete_session(ctx.user_id, session_id)
-    await ctx.app.settle(outcome)
+    await ctx.app.apply("delete_session", user_id=ctx.user_id, session_id=session_id)
     return {}

@@ -41,28 +41,31 @@ def _in_session(app: App, conn: Conn) -> str:
 async def declare(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
     description = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
-    user = app.model.declare_stream(user_id, _kind(args, 0), description)
-    return app.stream_ack_body(user)
+    await app.apply("declare_stream", user_id=user_id, kind=_kind(args, 0), description=description)
+    return app.stream_ack_body(app.model.users[user_id])
 
 
 @event(Ev.REMOVE_DATA_STREAM)
 async def remove(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
-    return app.stream_ack_body(app.model.remove_stream(user_id, _kind(args, 0)))
+    await app.apply("remove_stream", user_id=user_id, kind=_kind(args, 0))
+    return app.stream_ack_body(app.model.users[user_id])
 
 
 @event(Ev.REGISTER_FOR_DATA_STREAM)
 async def register(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
     sender = _sender(args)
-    return app.stream_ack_body(app.model.subscribe(user_id, sender, args[1] if len(args) > 1 else None))
+    await app.apply("subscribe", user_id=user_id, sender=sender, kind=args[1] if len(args) > 1 else None)
+    return app.stream_ack_body(app.model.users[user_id])
 
 
 @event(Ev.UNREGISTER_FROM_DATA_STREAM)
 async def unregister(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = _in_session(app, conn)
     sender = _sender(args)
-    return app.stream_ack_body(app.model.unsubscribe(user_id, sender, args[1] if len(args) > 1 else None))
+    await app.apply("unsubscribe", user_id=user_id, sender=sender, kind=args[1] if len(args) > 1 else None)
+    return app.stream_ack_body(app.model.users[user_id])
 
 
 @event(Ev.SEND_DATA)

@@ -21,7 +21,7 @@ async def login(ctx: Context) -> dict[str, Any]:
     if len(name) > ctx.app.settings.max_name_length:
         raise CommandError(Err.PAYLOAD_TOO_LARGE, "userName is too long")
     ctx.app.check_accepting()
-    return {"userId": ctx.app.login(ctx.conn, name)}
+    return {"userId": await ctx.app.login(ctx.conn, name)}
 
 
 @command(Ev.LOGOUT)
@@ -49,9 +49,7 @@ async def update_user_data(ctx: Context) -> dict[str, Any]:
     merged_size = len(json.dumps({**ctx.app.model.user(ctx.user_id).user_data, **patch}))
     if merged_size > ctx.app.settings.max_user_data_bytes:
         raise CommandError(Err.PAYLOAD_TOO_LARGE, "user data is too large")
-    user_data, outcome = ctx.app.model.update_user_data(ctx.user_id, patch)
-    ctx.app.delivery.deliver(outcome.notes)
-    return user_data
+    return await ctx.app.apply("update_user_data", user_id=ctx.user_id, patch=patch)
 
 
 @command(Ev.GET_USER_DATA)
