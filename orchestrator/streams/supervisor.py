@@ -230,6 +230,14 @@ class Supervisor:
         await inst.restart()
         return True
 
+    def describe(self, session_id: str) -> dict | None:
+        """What another orchestrator process needs to render this session's sfuData without us."""
+        inst = self._by_session.get(session_id)
+        if inst is None:
+            return None
+        return {"kind": inst.kind, "worker": inst.name, "port": inst.port, "public_host": inst.public_host,
+                "urls": inst.cfg.urls.model_dump()}
+
     def placement_of(self, session_id: str) -> Placement | None:
         inst = self._by_session.get(session_id)
         return None if inst is None else self._placement(session_id, inst)
