@@ -160,16 +160,23 @@ class Delivery:
                 self._overflow(user_id, sid, queue)
         self.stats.events_out[event] += len(to)
 
-    def send_data(self, to: list[str], event: str, args: tuple[Any, ...], frame_bytes: int) -> None:
-        """A data frame: encoded once; each recipient keeps at most its budget, newest frames win."""
+    def send_data(self, to: list[str], event: str, args: tuple[Any, ...],
+                  frame_bytes: int) -> list[str] | None:
+        """A data frame: encoded once; each recipient keeps at most its budget, newest frames win.
+
+        Returns the recipients not connected to this process (None when there are none)."""
         packets = encode_frame(event, args, frame_bytes)
         max_frames = self.settings.data_queue_frames
         max_bytes = self.settings.data_queue_bytes
         stats = self.stats
         queues = self._queues
+        elsewhere = None
         for user_id in to:
             entry = queues.get(user_id)
             if entry is None:
+                if elsewhere is None:
+                    elsewhere = []
+                elsewhere.append(user_id)
                 continue
             queue = entry[1]
             while (queue.data_frames >= max_frames or queue.data_bytes + frame_bytes > max_bytes) \
@@ -181,6 +188,7 @@ class Delivery:
             queue.put_frame(packets, frame_bytes)
             stats.data_frames_out += 1
             stats.data_bytes_out += frame_bytes
+        return elsewhere
 
     def _overflow(self, user_id: str, sid: str, queue: MeteredQueue) -> None:
         log.warning("disconnecting user %s: %d bytes waiting to be sent (limit %d); it is not reading",

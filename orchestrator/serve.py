@@ -77,7 +77,11 @@ class OrchestratorServer(uvicorn.Server):
 
 
 def build_app(settings: Settings) -> App:
-    return App(settings, streams=load_streams(settings))
+    app = App(settings, streams=load_streams(settings))
+    if settings.state != "memory":
+        from .cluster import cluster_for  # only clusters need Redis
+        app.cluster = cluster_for(settings)
+    return app
 
 
 def load_streams(settings: Settings) -> StreamsPort | None:

@@ -38,7 +38,7 @@ from .ops import OPS
 from .protocol import CommandError, Err, Ev, SessionEvent, envelope
 from .settings import Settings
 from .stats import Stats
-from .streams_port import NoStreams, StreamsPort, WorkerUnavailable
+from .streams_port import ClusterPort, NoStreams, StreamsPort, WorkerUnavailable, render_remote_sfu_data
 
 log = logging.getLogger("orchestrator")
 
@@ -97,6 +97,7 @@ class App:
         self.clock = NtpClock(settings.ntp_servers, timeout_s=settings.ntp_timeout_s,
                               refresh_s=settings.ntp_refresh_s)
         self.conns: dict[str, Conn] = {}
+        self.cluster: ClusterPort | None = None  # set when several processes share the state
         self.draining = False
         self._sessions_gone = asyncio.Event()  # set while draining once the last session closed
         self._shut_down = False
@@ -147,6 +148,8 @@ class App:
     async def startup(self) -> None:
         self.clock.start()
         self.loopwatch.start()
+        if self.cluster is not None:
+            await self.cluster.start(self)
         await self.streams.start()
         # Long-lived objects created so far never need collecting again; with thousands of
         # clients the default thresholds make full collections stall the loop for a second.
@@ -161,6 +164,8 @@ class App:
         for sid in list(self.conns):
             await self.sio.disconnect(sid)
         await self.streams.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.clock.stop()
         await self.loopwatch.stop()
         log.info("orchestrator stopped")
@@ -335,7 +340,14 @@ class App:
             raise CommandError(Err.DRAINING)
 
     async def apply(self, op: str, *, defer: bool = False, **args: Any) -> Any:
-        """Run one state change (ops.py) and settle what it caused; `defer` delivers after the ack."""
+        """Run one state change (ops.py) and settle what it caused; `defer` delivers after the ack.
+
+        In a cluster the operation goes through the shared log and every process applies it."""
+        if self.cluster is not None:
+            return await self.cluster.execute(op, args, defer=defer)
+        return await self.apply_local(op, args, defer=defer)
+
+    async def apply_local(self, op: str, args: dict[str, Any], *, defer: bool = False) -> Any:
         result, outcome = OPS[op](self.model, **args)
         await self.settle(outcome, defer=defer)
         return result
@@ -365,13 +377,13 @@ class App:
             raise CommandError(Err.LIMIT_REACHED, f"{self.settings.max_sessions} sessions (max_sessions)")
         session_id = str(uuid.uuid4())
         try:
-            await self.streams.acquire(session_id, fields["protocol"])
+            worker = await self.streams.acquire(session_id, fields["protocol"])
         except WorkerUnavailable as exc:
             log.warning("session %r refused: %s", fields["name"], exc)
             raise CommandError(Err.NO_WORKER_AVAILABLE, str(exc)) from None
         try:
             await self.apply("add_session", user_id=user.user_id, session_id=session_id,
-                             max_sessions=self.settings.max_sessions, **fields)
+                             max_sessions=self.settings.max_sessions, worker=worker, **fields)
         except BaseException:
             await self.streams.release(session_id)
             raise
@@ -402,16 +414,25 @@ class App:
         return body
 
     def _sfu_data(self, session: Session, user: User) -> dict[str, str]:
-        return self.streams.sfu_data(session.session_id, user.user_id, user.host)
+        data = self.streams.sfu_data(session.session_id, user.user_id, user.host)
+        if not data["url_gen"] and session.worker is not None:
+            # The worker belongs to another orchestrator process of the cluster.
+            data = render_remote_sfu_data(session.worker, session.session_id, user)
+        return data
 
     def dump(self) -> dict[str, Any]:
-        return {"id": self.instance_id, **self.model.dump(), "workers": self.streams.snapshot()}
+        dump = {"id": self.instance_id, **self.model.dump(), "workers": self.streams.snapshot()}
+        for entry in dump["users"]:
+            entry["node"] = self.model.users[entry["userId"]].node  # the process each user is on
+        return dump
 
     def unready_reasons(self) -> list[str]:
         reasons = []
         if self.draining:
             reasons.append("draining")
         reasons.extend(self.streams.unready_reasons())
+        if self.cluster is not None:
+            reasons.extend(self.cluster.unready_reasons())
         return reasons
 
     async def close_session(self, session_id: str) -> bool:

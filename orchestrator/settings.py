@@ -51,6 +51,10 @@ class Settings:
     # This many refused inputs within abuse_window_s disconnects the client, with a logged reason.
     abuse_limit: int = 1_000
     abuse_window_s: float = 10.0
+    # Shared state: "memory" (one process) or redis://HOST:PORT/DB (several processes as one).
+    state: str = "memory"
+    node_heartbeat_s: float = 1.0
+    node_timeout_s: float = 5.0  # a process silent this long is gone: its users are removed
     run_dir: Path = Path("run")
     log_dir: Path | None = None
     drain_grace_s: float = 30.0

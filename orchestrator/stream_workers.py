@@ -56,8 +56,9 @@ class SupervisedStreams:
             pass
         await self.supervisor.stop(self.stop_grace_s)
 
-    async def acquire(self, session_id: str, protocol: str) -> None:
+    async def acquire(self, session_id: str, protocol: str) -> dict[str, Any] | None:
         await self.supervisor.acquire(session_id, protocol)
+        return self.supervisor.describe(session_id)
 
     async def release(self, session_id: str) -> None:
         await self.supervisor.release(session_id)

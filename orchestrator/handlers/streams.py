@@ -86,5 +86,8 @@ async def send_data(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, An
         raise CommandError(Err.RATE_LIMITED, "data byte budget exceeded")
     recipients = app.model.data_recipients(user_id, args[0])
     if recipients:
-        app.delivery.send_data(recipients, Ev.DATA_RECEIVED, (user_id, args[0], payload), len(payload))
+        elsewhere = app.delivery.send_data(recipients, Ev.DATA_RECEIVED, (user_id, args[0], payload),
+                                           len(payload))
+        if elsewhere and app.cluster is not None:
+            app.cluster.forward_data(elsewhere, user_id, args[0], payload)
     return OK_EMPTY
