@@ -64,8 +64,17 @@ def write_config(tmp_path):
 
 
 def _our_workers() -> list[psutil.Process]:
+    """Worker processes started by this test process's supervisors, not by orchestrator servers that
+    other tests' fixtures run as subprocesses (those have their own supervisors)."""
+    others: set[int] = set()
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if any("orchestrator.cli" in a or a.endswith("/orchestrator") for a in child.cmdline()):
+                others.update(p.pid for p in child.children(recursive=True))
     found = []
     for p in psutil.Process().children(recursive=True):
+        if p.pid in others:
+            continue
         with contextlib.suppress(psutil.Error):
             ours = any("fakeworker" in a or "workers." in a for a in p.cmdline())
             if ours and p.status() != psutil.STATUS_ZOMBIE:
@@ -89,10 +98,12 @@ async def supervisor(tmp_path):
     for sup in made:
         await sup.stop(1.0)
     left = _our_workers()
+    described = []
     for p in left:
         with contextlib.suppress(psutil.Error):
+            described.append(p.cmdline())
             os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-    assert not left, f"worker processes left running: {[p.cmdline() for p in left]}"
+    assert not left, f"worker processes left running: {described}"
 
 
 def alive(pid: int) -> bool:
