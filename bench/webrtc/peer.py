@@ -83,7 +83,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     interval = args.frame_bytes * 8 / (args.rate_mbps * 1e6)
     sent = 0
     start = loop.time()
-    next_at = start
+    next_at = start + interval * args.phase  # clients are not phase-locked: spread their bursts
+    await asyncio.sleep(interval * args.phase)
     cpu0 = time.process_time()
     while loop.time() - start < args.duration:
         sent += peer.send_video_frame(0, 0, frame, stamp=True)
@@ -131,6 +132,7 @@ def main() -> None:
     p.add_argument("--frame-bytes", type=int, default=100_000)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--drain", type=float, default=0.5)
+    p.add_argument("--phase", type=float, default=0.0, help="start offset, in frame intervals")
     args = p.parse_args()
     import uvloop
 

@@ -27,7 +27,7 @@ from . import signalling as sig
 from .forward import Endpoint, Output, set_quality
 from .internals import RtpLink, bypass_receiver, pcm_capability, sender_ssrc
 from .packet import TWCC_EXT_ID
-from .sdp import advertise_candidates
+from .sdp import outgoing_offer
 
 if TYPE_CHECKING:
     from .server import Sfu
@@ -320,7 +320,7 @@ class Peer:
                 self._connect_timer = asyncio.get_running_loop().call_later(
                     settings.connect_timeout, self._connect_timeout
                 )
-            sdp_text, candidates = advertise_candidates(self.pc.localDescription.sdp, settings.public_ip)
+            sdp_text, candidates = outgoing_offer(self.pc.localDescription.sdp, settings.public_ip)
             self._answer = asyncio.get_running_loop().create_future()
             await self.ws.send_str(
                 sig.format_message(

@@ -58,6 +58,7 @@ class TestPeer:
         room: str | None = None,
         trickle_early: bool = False,
         collect: bool = True,
+        auto_answer: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
@@ -66,6 +67,8 @@ class TestPeer:
         self.room = room
         self.trickle_early = trickle_early
         self.collect = collect
+        self.auto_answer = auto_answer
+        self.held_offers: list[str] = []
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pc.addTransceiver(ForwardTrack("audio", f"audio_{client_id}"), direction="sendonly")
         for t in range(ntiles):
@@ -164,7 +167,13 @@ class TestPeer:
                     break
                 mtype, payload = sig.parse_message(msg.data)
                 if mtype == sig.OFFER:
-                    await self._on_offer(json.loads(payload)["sdp"])
+                    sdp_text = json.loads(payload)["sdp"]
+                    self.offers.append(sdp_text)
+                    if self.auto_answer:
+                        await self._on_offer(sdp_text)
+                    else:
+                        self.held_offers.append(sdp_text)
+                        self._changed.set()
                 elif mtype == sig.CANDIDATE:
                     self.sfu_candidates.append(payload)
                     candidate = sig.parse_candidate(payload)
@@ -178,8 +187,12 @@ class TestPeer:
             self._closed.set()
             self._changed.set()
 
+    async def answer_held(self) -> None:
+        """Answer the offers held back with ``auto_answer=False``, oldest first."""
+        while self.held_offers:
+            await self._on_offer(self.held_offers.pop(0))
+
     async def _on_offer(self, sdp_text: str) -> None:
-        self.offers.append(sdp_text)
         session = SessionDescription.parse(sdp_text)
         for media in session.media:
             if media.ssrc and media.msid:

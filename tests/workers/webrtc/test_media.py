@@ -65,6 +65,8 @@ async def test_two_peers_exchange_audio_and_tiles_byte_exactly(sfu: SfuProcess) 
         "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
     }
     assert [m.direction for m in offer.media[:2]] == ["recvonly", "recvonly"]  # 1 audio + 1x1 video
+    assert {c.type for c in offer.media[0].ice_candidates} == {"host"}  # no STUN by default
+    assert {f.algorithm for m in offer.media for f in m.dtls.fingerprints} == {"sha-256"}
     assert (
         offer_tracks(b.offers[-1]).items()
         >= {"audio_1": "sendonly", "video_1_0": "sendonly", "video_1_1": "sendonly"}.items()
@@ -173,6 +175,24 @@ async def test_departed_peer_tracks_are_removed_and_others_renegotiated(sfu: Sfu
     b.send_video_frame(0, 0, data)
     await a.wait_for(lambda p: any(f.data == data for f in p.frames))
     assert stats["renegotiations"] >= 3
+
+
+async def test_renegotiation_is_serialised_and_coalesced(sfu: SfuProcess) -> None:
+    slow = await sfu.peer(1, auto_answer=False)
+    await slow.wait_for(lambda p: len(p.offers) == 1)
+    others = [await sfu.peer(c) for c in (2, 3, 4)]  # three track changes while slow's offer is pending
+    for p in others:
+        await p.wait_connected()
+    await sfu.wait_stats(lambda s: sum(p["connection"] == "connected" for p in s["peer_list"]) == 3)
+    assert len(slow.offers) == 1  # nothing is offered while an offer is outstanding
+    await slow.answer_held()
+    await slow.wait_for(lambda p: len(p.offers) == 2)
+    await slow.answer_held()
+    await slow.wait_connected()
+    await sfu.wait_settled(4)
+    assert len(slow.offers) == 2  # one offer carried all three joins
+    assert {"audio_2", "audio_3", "audio_4"} <= set(offer_tracks(slow.offers[1]))
+    assert not {"audio_2", "audio_3", "audio_4"} & set(offer_tracks(slow.offers[0]))
 
 
 async def test_duplicate_client_id_newer_connection_replaces_older(sfu: SfuProcess) -> None:
