@@ -59,12 +59,13 @@ class Scenario:
     receivers: int
     fps: float = 0.0  # 0: back to back
     window: int | None = WINDOW  # None: open loop, the sender never waits for receivers
+    worker_flags: tuple[str, ...] = ()
 
     def scaled(self, quick: bool) -> Scenario:
         if not quick:
             return self
         return Scenario(self.name, max(30, self.frames // 10), self.size, self.receivers, self.fps,
-                        self.window)
+                        self.window, self.worker_flags)
 
 
 SCENARIOS = [
@@ -74,6 +75,8 @@ SCENARIOS = [
     Scenario("burst 1000 x 1 MB to 3", 1000, MB, 3),
     Scenario("open-loop burst 3000 x 100 KB to 3", 3000, 100_000, 3, window=None),
     Scenario("open-loop burst 1000 x 1 MB to 3", 1000, MB, 3, window=None),
+    Scenario("open-loop burst 3000 x 100 KB to 3, worker queue.frames 3000", 3000, 100_000, 3,
+             window=None, worker_flags=("--queue-frames", "3000")),
 ]
 
 
@@ -109,12 +112,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, kind: str, pin: bool) -> None:
+    def __init__(self, kind: str, pin: bool, flags: tuple[str, ...] = ()) -> None:
         self.kind, self.port = kind, free_port()
         self.control = free_port() if kind == "worker" else None
         if kind == "worker":
             cmd = [sys.executable, "-m", "workers.tcp", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--control-port", str(self.control), "--log-level", "WARNING"]
+                   "--control-port", str(self.control), "--log-level", "WARNING", *flags]
         else:
             cmd = [sys.executable, __file__, "--serve-baseline", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=REPO)
@@ -258,7 +261,7 @@ def run_load(port: int, sc: Scenario) -> tuple[list[Receiver], int]:
 
 
 def measure(kind: str, sc: Scenario, pin: bool) -> Result:
-    server = Server(kind, pin)
+    server = Server(kind, pin, sc.worker_flags)
     peak, done = [server.ps.memory_info().rss], threading.Event()
 
     def sample_rss() -> None:

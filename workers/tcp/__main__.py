@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -56,6 +57,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    gc.freeze()  # start-up objects never die: keep them out of every later collection's scan
     log.info("reflecting on %s:%d, control on %s", args.host, reflector.port,
              f"{args.control_host}:{args.control_port}" if control else "none")
     await stop.wait()
