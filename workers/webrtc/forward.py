@@ -15,6 +15,7 @@ from .internals import RtpLink
 from .packet import AUDIO_HEADER, OUT_HEADER, PT_AUDIO, PT_VIDEO, VIDEO_HEADER, twcc_ext_byte
 
 TS_STEP_ON_SWITCH = 3000  # one 30 fps frame at 90 kHz, so a switched stream keeps increasing
+MAX_STALLS = 2  # frames of the wanted quality skipped while the old one never completes: then switch
 DROP_REASONS = (
     "malformed_rtp",
     "bad_payload_type",
@@ -40,6 +41,7 @@ class Output:
         "seq",
         "source_id",
         "ssrc",
+        "stalls",
         "tile",
         "transceiver",
         "ts_off",
@@ -57,6 +59,7 @@ class Output:
         self.want = 0  # quality the receiver asked for; -1 = stopped
         self.active = 0  # quality being forwarded; -1 = idle, waiting for ``want`` to start a frame
         self.mid_frame = False  # the last forwarded packet did not end a frame
+        self.stalls = 0  # wanted-quality frames skipped waiting for the current frame to end
         self.live = False  # set once the answer that negotiated this track is applied
         self.name = name
         self.transceiver = transceiver
@@ -83,6 +86,7 @@ class Output:
 
     def switch_to(self, quality: int, ts: int) -> None:
         self.active = quality
+        self.stalls = 0
         if self.last_ts is not None:
             self.ts_off = (self.last_ts + TS_STEP_ON_SWITCH - ts) & 0xFFFFFFFF
 
@@ -196,10 +200,13 @@ class Endpoint:
                     out.mid_frame = not last
                     if last and out.want != quality:
                         out.active = -1  # frame done: idle until the wanted quality starts a frame
-                elif active < 0 and first and out.want == quality:
-                    out.switch_to(quality, ts)
-                    out.send(marker_pt, ts, payload)
-                    out.mid_frame = not last
+                elif first and out.want == quality:
+                    if active < 0 or out.stalls >= MAX_STALLS:
+                        out.switch_to(quality, ts)
+                        out.send(marker_pt, ts, payload)
+                        out.mid_frame = not last
+                    else:
+                        out.stalls += 1  # the current quality's frame is still open
         else:
             if pt != PT_AUDIO or size < 20:
                 drops["bad_payload_type" if pt != PT_AUDIO else "malformed_rtp"] += 1
@@ -254,6 +261,7 @@ def set_quality(outs: dict[int, Output], qualities: list[int], nqualities: int) 
             bad += 1
             continue
         out.want = quality
+        out.stalls = 0
         if quality != out.active and not out.mid_frame:
             out.active = -1  # at a frame boundary: take effect at once
     return bad

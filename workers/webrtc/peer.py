@@ -286,6 +286,16 @@ class Peer:
             self.endpoint.map_ssrc(media.ssrc[0].ssrc, video, tile, quality)
 
     async def _negotiate(self) -> None:
+        try:
+            await self._negotiate_loop()
+        except (ConnectionError, RuntimeError) as exc:  # socket gone under us: the read loop ends too
+            log.debug("%s: negotiation stopped: %s", self, exc)
+            self.request_close("connection closed")
+        except Exception:
+            log.exception("%s: negotiation failed", self)
+            self.request_close("internal error", CLOSE_INTERNAL)
+
+    async def _negotiate_loop(self) -> None:
         """The only place offers are made: one at a time, from ``stable``, coalescing changes."""
         settings = self.sfu.settings
         first = True
