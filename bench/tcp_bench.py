@@ -75,8 +75,8 @@ SCENARIOS = [
     Scenario("burst 1000 x 1 MB to 3", 1000, MB, 3),
     Scenario("open-loop burst 3000 x 100 KB to 3", 3000, 100_000, 3, window=None),
     Scenario("open-loop burst 1000 x 1 MB to 3", 1000, MB, 3, window=None),
-    Scenario("open-loop burst 3000 x 100 KB to 3, worker queue.frames 3000", 3000, 100_000, 3,
-             window=None, worker_flags=("--queue-frames", "3000")),
+    Scenario("open-loop burst 3000 x 100 KB to 3, worker queues 3000 frames", 3000, 100_000, 3,
+             window=None, worker_flags=("--queue-frames", "3000", "--queue-bytes", str(400 * MB))),
 ]
 
 

@@ -134,6 +134,7 @@ class Connection(asyncio.BufferedProtocol):
         sv, start, end = cast(memoryview, self._scratch), self._start, self._end
         batch: list[Frame] = []
         error = None
+        retire = False  # a frame took part of the scratch buffer itself: reads go to a fresh one
         header, self._waiting = self._waiting, None  # validated already; not again on every read
         while end - start >= HEADER_SIZE:
             if header is None:
@@ -143,21 +144,35 @@ class Connection(asyncio.BufferedProtocol):
                     error = exc
                     break
             total = HEADER_SIZE + header.length
-            if end - start >= total:  # complete: one copy out of the scratch buffer
-                batch.append(Frame([sv[start : start + total].tobytes()], total, header.stream,
-                                   self.hub.is_priority(header.stream), now))
+            if end - start >= total:  # complete: copied out, or if it fills half the buffer, taken whole
+                big = total >= SCRATCH_BYTES // 2
+                buf = sv[start : start + total] if big else sv[start : start + total].tobytes()
+                batch.append(Frame([buf], total, header.stream, self.hub.is_priority(header.stream), now))
+                retire |= big
                 start += total
-            elif total > SMALL_FRAME:  # large: the rest is read straight into the frame's own buffer
-                first = bytearray(min(total, CHUNK_BYTES))
-                first[: end - start] = sv[start:end]
-                self._chunks, self._cur, self._pos = [first], memoryview(first), end - start
-                self._remaining, self._total, self._stream = total - len(first), total, header.stream
+            elif total > SMALL_FRAME:  # large: the rest is read straight into the frame's own buffers
+                have = end - start
+                if have >= SCRATCH_BYTES // 2:
+                    self._chunks, self._remaining, retire = [sv[start:end]], total - have, True
+                    self._next_chunk()
+                else:
+                    first = bytearray(min(total, CHUNK_BYTES))
+                    first[:have] = sv[start:end]
+                    self._chunks, self._cur, self._pos = [first], memoryview(first), have
+                    self._remaining = total - len(first)
+                self._total, self._stream = total, header.stream
                 start = end = 0
             else:
                 self._waiting = header  # a small frame still arriving: it completes in the scratch buffer
                 break
             header = None
-        if start == end:
+        if retire:  # the taken bytes are never written again; what is left moves to a fresh buffer
+            left, self._scratch = end - start, None
+            if left:
+                self._scratch = memoryview(bytearray(SCRATCH_BYTES))
+                self._scratch[:left] = sv[start:end]
+            start, end = 0, left
+        elif start == end:
             start = end = 0
         elif start > SCRATCH_BYTES - SMALL_FRAME:  # keep room for the pending frame to complete
             sv[: end - start] = sv[start:end]
