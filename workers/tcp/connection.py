@@ -131,7 +131,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def _parse(self, now: float) -> None:
         """Take every complete frame out of the scratch buffer; set up a direct read for a large one."""
-        sv, start, end = cast(memoryview, self._scratch), self._start, self._end
+        sv: memoryview = self._scratch  # type: ignore[assignment]  # set by get_buffer before any read
+        start, end = self._start, self._end
         batch: list[Frame] = []
         error = None
         retire = False  # a frame took part of the scratch buffer itself: reads go to a fresh one
