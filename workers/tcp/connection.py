@@ -1,13 +1,16 @@
 """One client connection: a sender whose frames are validated and a subscriber of everyone else's.
 
-Reading uses the buffered-protocol API so a large payload is received straight into the buffer
-that every receiver then writes from: one kernel-to-user copy per frame and none per receiver.
-Small frames are parsed out of a fixed scratch buffer. Memory for a frame is allocated as its
-bytes arrive (in chunks), never up front from the length a header claims.
+Reading uses the buffered-protocol API. Each read lands in a 1 MiB scratch buffer, so one
+syscall brings in many small frames; a complete frame is copied out once (or, if it fills half
+the buffer, the buffer itself becomes the frame's and reads move to a fresh one). The rest of a
+large frame is read straight into its own buffers, allocated as its bytes arrive (2 MiB at a
+time), never up front from the length a header claims. Every receiver writes from the same
+buffers: no copy per receiver.
 
-Writing never awaits: a frame goes to the transport at once while the transport's buffer is
-below its high-water mark; otherwise it waits in the subscriber's Outbox, whose bounded per-stream
-queues drop old frames. The transport's pause/resume callbacks drive the draining.
+Writing never awaits: the frames completed by one read go to a receiver's transport in one
+writelines() (one writev) while that transport's buffer is below its high-water mark; otherwise
+they wait in the receiver's Outbox, whose bounded per-stream queues drop old frames. The
+transport's pause/resume callbacks drive the draining.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class Connection(asyncio.BufferedProtocol):
         self._scratch: memoryview | None = None  # allocated on first read: pure receivers never need it
         self._start = self._end = 0  # unparsed bytes are _scratch[_start:_end]
         self._waiting: Header | None = None  # header of the small frame at _start still arriving
-        self._chunks: list[bytearray] = []  # the frame being received directly (large frames)
+        self._chunks: list[bytearray | memoryview] = []  # the large frame being received directly
         self._cur: memoryview | None = None  # chunk now being filled, None when reading into scratch
         self._pos = 0
         self._remaining = 0  # bytes of the frame not yet allocated

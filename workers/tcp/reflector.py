@@ -116,7 +116,13 @@ class Reflector:
         return min([1.0, s.summary_interval_s, *(t / 4 for t in limits)])
 
     def _sweep(self) -> None:
-        s, now = self.settings, perf_counter()
+        try:
+            self._check(perf_counter())
+        finally:  # whatever happens, timeouts keep being enforced
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval(), self._sweep)
+
+    def _check(self, now: float) -> None:
+        s = self.settings
         for conn in self._fanout:
             if conn.aborted:
                 continue
@@ -131,7 +137,6 @@ class Reflector:
                     conn.close("idle_timeout", f"no traffic for {now - last:.1f}s")
         if now - self._last_summary >= s.summary_interval_s:
             self._summarise(now)
-        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval(), self._sweep)
 
     def _summarise(self, now: float) -> None:
         before = self._summarised_drops
