@@ -87,19 +87,58 @@ def machine_cpu() -> tuple[int, int]:
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
-def isolate(forwarder: psutil.Process, peers: list[psutil.Process]) -> None:
-    """Give the forwarder under test a CPU of its own and priority over the load generators."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return
-    forwarder.cpu_affinity([cpus[-1]])
+def start_profiler(pid: int, args: argparse.Namespace) -> subprocess.Popen:
+    """py-spy (not a project dependency: ``pip install py-spy`` into the venv to profile)."""
+    raw = f"{args.profile}.{pid}.raw"
+    cmd = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-o", raw, "-r", "200", "--nonblocking"]
+    return subprocess.Popen(
+        [*cmd, "-d", str(int(args.duration))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def profile_summary(pattern: str, top: int = 12) -> str:
+    """Share of samples per function (self time), over all raw profiles written by this run."""
+    own: dict[str, int] = {}
+    total = 0
+    for path in Path(pattern).parent.glob(Path(pattern).name + ".*.raw"):
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            frame = stack.split(";")[-1]
+            name = frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            own[name] = own.get(name, 0) + int(count)
+            total += int(count)
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return "\n".join(
+        ["| share of SFU samples | function (self time) |", "|---|---|"]
+        + [f"| {n / total:.1%} | `{name}` |" for name, n in rows]
+    )
+
+
+def prioritise(forwarder: psutil.Process) -> None:
+    """Let the forwarder under test preempt the load generators (and other users of the machine)."""
     forwarder.nice(-5)
-    for p in peers:
-        p.cpu_affinity(cpus[:-1])
-        p.nice(5)
+
+
+def cpu_pressure() -> float:
+    """Share of the last 10 s in which some task waited for a CPU (Linux PSI)."""
+    try:
+        return float(Path("/proc/pressure/cpu").read_text().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def wait_for_calm(threshold: float, patience: float) -> float:
+    """On a shared machine, wait (bounded) until other users leave some CPU; return the pressure."""
+    deadline = time.monotonic() + patience
+    while (pressure := cpu_pressure()) > threshold and time.monotonic() < deadline:
+        time.sleep(1)
+    return pressure
 
 
 def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
+    pressure = wait_for_calm(args.calm, args.patience)
     with tempfile.TemporaryDirectory() as workdir:
         fwd, targets = start_forwarder(mode, npeers, workdir)
         peers = []
@@ -147,14 +186,17 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
                     20,
                 )
             proc = psutil.Process(fwd.pid)
-            if args.isolate:
-                isolate(proc, [psutil.Process(p.pid) for p in peers])
+            if args.prioritise:
+                prioritise(proc)
+            spy = start_profiler(fwd.pid, args) if mode == "webrtc" and args.profile else None
             cpu0, t0, m0 = proc.cpu_times(), time.monotonic(), machine_cpu()
             for p in peers:
                 p.stdin.write("GO\n")  # type: ignore[union-attr]
                 p.stdin.flush()  # type: ignore[union-attr]
             results = [json.loads(p.stdout.readline()) for p in peers]  # type: ignore[union-attr]
             cpu1, wall, m1 = proc.cpu_times(), time.monotonic() - t0, machine_cpu()
+            if spy is not None:
+                spy.wait(30)
             for p in peers:
                 p.wait(10)
         finally:
@@ -190,6 +232,7 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
         "header_lengths": headers,
         "peer_cpu_s": sum(r["cpu_s"] for r in results),
         "machine_busy": (m1[0] - m0[0]) / max(1, m1[1] - m0[1]),
+        "cpu_pressure_before": pressure,
     }
 
 
@@ -213,8 +256,8 @@ def srtp_cost_us(n: int = 20000) -> float:
 def table(rows: list[dict], srtp_us: float) -> str:
     out = [
         "| peers | path | run | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU (1 core) "
-        "| pkt/s per core | MB/s per core | loss | p50 ms | p99 ms | machine busy | 20-byte headers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pkt/s per core | MB/s per core | loss | p50 ms | p99 ms | machine busy | CPU pressure before | 20-byte headers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         hdr = "all" if set(r["header_lengths"]) <= {"20"} else json.dumps(r["header_lengths"])
@@ -223,7 +266,7 @@ def table(rows: list[dict], srtp_us: float) -> str:
             f"| {r['offered_mbps_per_peer']:.0f} | {r['pps']:.0f} | {r['mbps_out'] / 8:.1f} "
             f"| {r['cpu_util']:.0%} "
             f"| {r['pps_per_core']:.0f} | {r['mb_per_core_s']:.1f} | {r['loss']:.2%} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['machine_busy']:.0%} | {hdr} |"
+            f"| {r['p99_ms']:.1f} | {r['machine_busy']:.0%} | {r['cpu_pressure_before']:.0f}% | {hdr} |"
         )
     out += [
         "",
@@ -258,9 +301,12 @@ def main() -> None:
     p.add_argument("--frame-bytes", type=int, default=100_000)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3, help="runs per configuration (the machine is noisy)")
+    p.add_argument("--prioritise", action="store_true", help="run the forwarder at nice -5 (needs root)")
     p.add_argument(
-        "--isolate", action="store_true", help="pin the forwarder to its own CPU, at higher priority"
+        "--calm", type=float, default=30.0, help="wait for CPU pressure (PSI avg10, %%) below this"
     )
+    p.add_argument("--patience", type=float, default=60.0, help="longest wait for --calm, seconds")
+    p.add_argument("--profile", metavar="PREFIX", help="py-spy the SFU during its runs, summary printed")
     p.add_argument("--json", help="also write raw results here")
     args = p.parse_args()
     rows = []
@@ -272,6 +318,9 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(table(rows, srtp_cost_us()))
+    if args.profile:
+        print()
+        print(profile_summary(args.profile))
 
 
 if __name__ == "__main__":

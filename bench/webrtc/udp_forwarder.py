@@ -17,38 +17,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from workers.webrtc.forward import Endpoint, Output
+from workers.webrtc.udpsend import BatchSender
 
 
 class PlainLink(asyncio.DatagramProtocol):
-    """Stands in for RtpLink: learns the peer's address from its first datagram, no crypto."""
+    """Stands in for RtpLink: learns the peer's address from its first datagram, same batched
+    (GSO) sending, no crypto."""
 
     srtp_errors = 0
     send_failures = 0
+    send_calls = 0
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.DatagramTransport | None = None
-        self.addr: object = None
+        self.sender: BatchSender | None = None
 
     @property
     def sending(self) -> bool:
-        return self.addr is not None
+        return self.sender is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.get_extra_info("socket").setsockopt(1, 8, 4 * 2**20)  # SO_RCVBUF
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if self.addr is None:
-            self.addr = addr
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.sender is None:
+            sock = self.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            self.sender = BatchSender(sock.fileno(), addr, gso=True, max_pending=1024, buffer_bytes=4 * 2**20)
             return
         self.endpoint.on_rtp(data)
 
     def send(self, data: bytes) -> bool:
-        if self.addr is None:
-            return False
-        self.transport.sendto(data, self.addr)  # type: ignore[union-attr]
-        return True
+        return self.sender is not None and self.sender.send(data)
 
     def close(self) -> None:
         pass

@@ -79,10 +79,8 @@ class Output:
         if ep.link.send(data):
             ep.packets_out += 1
             ep.bytes_out += len(data)
-        elif ep.link.sending:
-            ep.drops["send_backlog"] += 1
-        else:
-            ep.drops["receiver_not_ready"] += 1
+        elif not ep.link.sending:
+            ep.drops["receiver_not_ready"] += 1  # (a full send queue is counted by the link)
 
     def switch_to(self, quality: int, ts: int) -> None:
         self.active = quality
@@ -231,6 +229,7 @@ class Endpoint:
             "bytes_in": self.bytes_in,
             "packets_out": self.packets_out,
             "bytes_out": self.bytes_out,
+            "send_calls": self.link.send_calls,
             **{f"drop_{k}": v for k, v in drops.items()},
         }
 
@@ -240,6 +239,7 @@ class _NoLink:
 
     srtp_errors = 0
     send_failures = 0
+    send_calls = 0
     sending = False
 
     def send(self, data: bytes) -> bool:

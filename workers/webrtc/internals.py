@@ -14,7 +14,6 @@ import importlib.metadata
 import inspect
 import itertools
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +28,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from . import packet
+from .udpsend import BatchSender
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +226,21 @@ class RtpLink:
         "_dtls",
         "_orig",
         "_protect",
-        "_transport",
+        "_sender",
         "buffer_limit",
+        "gso",
         "on_rtp",
-        "send_failures",
         "socket_buffer",
         "srtp_errors",
     )
 
     def __init__(
-        self, pc: RTCPeerConnection, on_rtp: Callable[[bytes], None], buffer_limit: int, socket_buffer: int
+        self,
+        pc: RTCPeerConnection,
+        on_rtp: Callable[[bytes], None],
+        buffer_limit: int,
+        socket_buffer: int,
+        gso: bool = True,
     ) -> None:
         transceivers = pc.getTransceivers()
         if not transceivers:
@@ -245,13 +250,12 @@ class RtpLink:
         self._orig = self._conn.data_received
         self._conn.data_received = self._datagram
         self._protect: Callable[[bytes], bytes] | None = None
-        self._transport: Any = None
-        self._addr: Any = None
+        self._sender: BatchSender | None = None
         self.on_rtp = on_rtp
         self.srtp_errors = 0
-        self.send_failures = 0
         self.buffer_limit = buffer_limit
         self.socket_buffer = socket_buffer
+        self.gso = gso
 
     def _datagram(self, data: bytes, component: int) -> None:
         if 127 < data[0] < 192 and not 191 < data[1] < 209:
@@ -274,40 +278,46 @@ class RtpLink:
         """Bind the send path once ICE and DTLS are up; False if they are not."""
         pair = self._conn._nominated.get(1)
         tx = self._dtls._tx_srtp
-        if pair is None or tx is None:
-            return False
+        sock = pair.protocol.transport.get_extra_info("socket") if pair else None
+        if sock is None or tx is None or self._sender is not None:
+            return self._sender is not None
         self._protect = tx.protect
-        self._transport = pair.protocol.transport
-        self._addr = pair.remote_addr
-        sock = self._transport.get_extra_info("socket")
-        if sock is not None and self.socket_buffer:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, self.socket_buffer)
-                except OSError:  # pragma: no cover - limits are clamped, not refused, on Linux
-                    pass
+        self._sender = BatchSender(
+            sock.fileno(),
+            pair.remote_addr,
+            gso=self.gso,
+            max_pending=max(64, self.buffer_limit // 1024),
+            buffer_bytes=self.socket_buffer,
+        )
         return True
 
     @property
     def sending(self) -> bool:
-        return self._transport is not None
+        return self._sender is not None
+
+    @property
+    def send_failures(self) -> int:
+        return self._sender.dropped if self._sender else 0
+
+    @property
+    def send_calls(self) -> int:
+        return self._sender.calls if self._sender else 0
 
     def send(self, data: bytes) -> bool:
-        """Protect and send one RTP packet; False (dropped) when not connected or backed up."""
-        transport = self._transport
-        if transport is None:
-            return False
-        if transport.get_write_buffer_size() > self.buffer_limit:
+        """Protect one RTP packet and queue it; False (dropped) when not connected or backed up."""
+        sender = self._sender
+        if sender is None:
             return False
         try:
-            transport.sendto(self._protect(data), self._addr)  # type: ignore[misc]
-        except (OSError, RuntimeError, pylibsrtp.Error):
-            self.send_failures += 1
+            return sender.send(self._protect(data))  # type: ignore[misc]
+        except pylibsrtp.Error:
+            sender.dropped += 1
             return False
-        return True
 
     def close(self) -> None:
-        self._transport = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         self.on_rtp = _drop
         if self._conn.__dict__.get("data_received") == self._datagram:
             del self._conn.data_received

@@ -325,7 +325,11 @@ class Peer:
                     if t.mid is not None
                 }
                 self.endpoint.link = RtpLink(
-                    self.pc, self.endpoint.on_rtp, settings.send_backlog_bytes, settings.socket_buffer_bytes
+                    self.pc,
+                    self.endpoint.on_rtp,
+                    settings.send_backlog_bytes,
+                    settings.socket_buffer_bytes,
+                    settings.udp_gso,
                 )
                 self._connect_timer = asyncio.get_running_loop().call_later(
                     settings.connect_timeout, self._connect_timeout

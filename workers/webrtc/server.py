@@ -18,7 +18,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out", "send_calls")
 
 
 class Sfu:

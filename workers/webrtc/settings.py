@@ -38,6 +38,7 @@ class Settings(BaseModel):
     stun_servers: list[str] = Field(default_factory=list)
     socket_buffer_bytes: int = Field(4 * 2**20, ge=0, le=2**30)
     send_backlog_bytes: int = Field(2**20, ge=0, le=2**30)
+    udp_gso: bool = True
     log_summary_interval: float = Field(5.0, gt=0, le=3600)
     uvloop: bool = True
 

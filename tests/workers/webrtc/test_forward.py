@@ -13,6 +13,7 @@ class Recorder:
 
     srtp_errors = 0
     send_failures = 0
+    send_calls = 0
     sending = True
 
     def __init__(self) -> None:
