@@ -256,7 +256,8 @@ def srtp_cost_us(n: int = 20000) -> float:
 def table(rows: list[dict], srtp_us: float) -> str:
     out = [
         "| peers | path | run | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU (1 core) "
-        "| pkt/s per core | MB/s per core | loss | p50 ms | p99 ms | machine busy | CPU pressure before | 20-byte headers |",
+        "| pkt/s per core | MB/s per core | loss | p50 ms | p99 ms | machine busy | CPU pressure before "
+        "| 20-byte headers |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
