@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from workers.tcp import heap
 from workers.tcp.control import start_control
 from workers.tcp.reflector import Reflector
 from workers.tcp.settings import Settings, SettingsError, flag_specs, load_settings, parse_flag
@@ -58,6 +59,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gc.freeze()  # start-up objects never die: keep them out of every later collection's scan
+    heap.tune()
     log.info("reflecting on %s:%d, control on %s", args.host, reflector.port,
              f"{args.control_host}:{args.control_port}" if control else "none")
     await stop.wait()

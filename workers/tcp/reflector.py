@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from time import perf_counter
 from typing import Any
 
+from workers.tcp import heap
 from workers.tcp.connection import Connection
 from workers.tcp.outbox import Frame
 from workers.tcp.settings import Settings
@@ -81,6 +82,8 @@ class Reflector:
         if conn in self._conns:
             del self._conns[conn]
             self._fanout = tuple(self._conns)
+            if not self._conns:
+                asyncio.get_running_loop().call_soon(heap.trim)  # once its buffers are gone too
             for key in _COUNTERS:
                 self._departed[key] += getattr(conn, key)
             if conn.reason == "peer":
