@@ -35,6 +35,9 @@ class Header(NamedTuple):
     length: int
 
 
+_new_header = tuple.__new__  # builds a Header without NamedTuple's Python-level __new__ (per frame)
+
+
 def parse_header(raw: bytes | bytearray | memoryview, max_length: int = MAX_LENGTH) -> Header:
     """Validate one 128-byte header and return its fields.
 
@@ -43,21 +46,21 @@ def parse_header(raw: bytes | bytearray | memoryview, max_length: int = MAX_LENG
     """
     # Runs once per frame, so it is a handful of C-level bytes methods; _diagnose() explains failures.
     fields = bytes(raw[:127]).split(b",") if len(raw) == HEADER_SIZE and raw[127] == 0x0A else ()
-    if len(fields) != 5:
-        raise HeaderError("malformed_header", _diagnose(bytes(raw)))
-    version, stream, ts, digits, pad = fields
-    if (version != b"2" or not stream or not stream.isascii() or not stream.decode("ascii").isprintable()
-            or not (ts.isdigit() or (ts[:1] == b"-" and ts[1:].isdigit()))
-            or not digits.isdigit() or pad.lstrip(b"0")):
-        raise HeaderError("malformed_header", _diagnose(bytes(raw)))
-    timestamp = int(ts)
-    if not _INT64_MIN <= timestamp <= _INT64_MAX:
-        raise HeaderError("malformed_header", "timestamp out of int64 range")
-    digits = digits.lstrip(b"0") or b"0"
-    length = int(digits) if len(digits) <= 11 else MAX_LENGTH + 1  # 11 digits already exceed the limit
-    if length > min(max_length, MAX_LENGTH):
-        raise HeaderError("too_large", f"length {digits[:24].decode()} exceeds the limit of {max_length}")
-    return Header(stream.decode("ascii"), timestamp, length)
+    if len(fields) == 5:
+        version, stream, ts, digits, pad = fields
+        name = stream.decode("ascii") if stream.isascii() else ""
+        if (version == b"2" and name.isprintable() and name and not pad.lstrip(b"0") and digits.isdigit()
+                and (ts.isdigit() or (ts[:1] == b"-" and ts[1:].isdigit()))):
+            timestamp = int(ts)
+            if not _INT64_MIN <= timestamp <= _INT64_MAX:
+                raise HeaderError("malformed_header", "timestamp out of int64 range")
+            # Past 12 digits (leading zeros aside) a length exceeds any limit: no huge int parsing.
+            length = int(digits) if len(digits) <= 12 or not digits[:-12].strip(b"0") else MAX_LENGTH + 1
+            if length > max_length or length > MAX_LENGTH:
+                raise HeaderError("too_large", f"length {digits[:24].decode()} exceeds the limit of "
+                                  f"{min(max_length, MAX_LENGTH)}")
+            return _new_header(Header, (name, timestamp, length))
+    raise HeaderError("malformed_header", _diagnose(bytes(raw)))
 
 
 def _diagnose(raw: bytes) -> str:
