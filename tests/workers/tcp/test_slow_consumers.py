@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 PC = 256 * 1024
 N = 400
@@ -77,14 +78,21 @@ async def test_stalled_receiver_costs_only_itself(spawn, connect) -> None:
 
 
 async def test_drop_newest_keeps_the_oldest(spawn, connect) -> None:
-    worker = spawn({"lag_disconnect_s": 60, "queue": {"frames": 3, "drop": "newest"}})
+    worker = spawn({"lag_disconnect_s": 60, "summary_interval_s": 0.2,
+                    "queue": {"frames": 3, "drop": "newest"}})
     sender = (await connect.session(worker, 1))[0]
     slow = (await connect.session(worker, 1, rcvbuf=16384))[0]
     for seq in range(60):
         await sender.send("alice/pointcloud/0", bytes([seq % 251]) * PC, timestamp=seq)
-    await worker.until(lambda s: s["frames_in"] == 60)
-    seqs = [seq for _, seq in await read_all(slow, 60 - (await worker.astats())["drops_total"])]
+    stats = await worker.until(lambda s: s["frames_in"] == 60)
+    seqs = [seq for _, seq in await read_all(slow, 60 - stats["drops_total"])]
     assert seqs == sorted(seqs) and seqs[-1] < 59  # the latest frames were the ones refused
+    # Drops are counted and summarised every summary_interval_s, never logged one by one.
+    def summarised() -> list[int]:
+        return [int(n) for n in re.findall(r"dropped (\d+) frames in the last", worker.log())]
+
+    await worker.until(lambda s: sum(summarised()) == stats["drops_total"])
+    assert len(summarised()) < 10 < stats["drops_total"]
 
 
 async def test_lagging_receiver_is_disconnected(spawn, connect) -> None:
