@@ -44,6 +44,7 @@ class Err(IntEnum):
     LIMIT_REACHED = 5009
     INTERNAL_ERROR = 5010
     UNKNOWN_COMMAND = 5011
+    STATE_UNAVAILABLE = 5012  # cluster: the shared state store (Redis) cannot be reached
 
 
 MESSAGES: dict[Err, str] = {
@@ -78,6 +79,7 @@ MESSAGES: dict[Err, str] = {
     Err.LIMIT_REACHED: "A server limit was reached",
     Err.INTERNAL_ERROR: "Internal server error",
     Err.UNKNOWN_COMMAND: "Unknown command",
+    Err.STATE_UNAVAILABLE: "State store unavailable",
 }
 
 # Codes whose message is part of the legacy contract: a detail is never appended to them.

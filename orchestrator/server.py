@@ -38,7 +38,14 @@ from .ops import OPS
 from .protocol import CommandError, Err, Ev, SessionEvent, envelope
 from .settings import Settings
 from .stats import Stats
-from .streams_port import ClusterPort, NoStreams, StreamsPort, WorkerUnavailable, render_remote_sfu_data
+from .streams_port import (
+    ClusterPort,
+    ClusterUnavailable,
+    NoStreams,
+    StreamsPort,
+    WorkerUnavailable,
+    render_remote_sfu_data,
+)
 
 log = logging.getLogger("orchestrator")
 
@@ -135,6 +142,10 @@ class App:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except ClusterUnavailable as exc:
+                    log.error("start-up failed: %s", exc)  # an operator's problem, not a bug: one line
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -74,6 +74,10 @@ def render_remote_sfu_data(worker: dict[str, Any], session_id: str, user: Any) -
         return dict(EMPTY_SFU_DATA)
 
 
+class ClusterUnavailable(RuntimeError):
+    """The shared state store cannot be reached at start-up (the message says which and why)."""
+
+
 class ClusterPort(Protocol):
     """Several orchestrator processes acting as one: a shared, ordered log of operations."""
 
