@@ -6,7 +6,8 @@ import datetime
 import math
 import os
 import platform
-import shlex
+import statistics
+from collections import Counter
 from pathlib import Path
 
 RELAY, ORCHESTRATOR = "bare relay", "orchestrator"
@@ -48,37 +49,74 @@ def machine() -> str:
     )
 
 
-def representative(results: list[dict]) -> list[dict]:
-    """One row per (N, idle, server): the median run by p99 (data when loaded, probe when idle)."""
+SUMMED = ("sent", "skipped", "expected", "received", "delivered", "dropped", "out_of_order", "error_count",
+          "probe_timeouts")
+SUMMARIES = ("data_ms", "probe_command_ms", "probe_message_ms", "generator_lag_ms")
+
+
+def median(values: list[float]) -> float:
+    """Median that ignores NaN (a figure a run did not have); NaN when no run had it."""
+    values = sorted(v for v in values if not math.isnan(v))
+    return statistics.median(values) if values else math.nan
+
+
+def p99(row: dict) -> float:
+    """The figure a row is judged by: data p99 when loaded, probe p99 when idle."""
+    return row["probe_command_ms" if row["idle"] else "data_ms"]["p99"]
+
+
+def combine(runs: list[dict]) -> dict:
+    """One row from repeated runs: the median of every figure, counts summed over the runs, each
+    run's p99 kept so the spread stays visible, the profile of the median run."""
+    by_p99 = sorted(runs, key=lambda r: math.inf if math.isnan(p99(r)) else p99(r))
+    row = dict(by_p99[len(runs) // 2])
+    for key, value in runs[0].items():
+        if key in SUMMED:
+            row[key] = sum(r[key] for r in runs)
+        elif isinstance(value, float):
+            row[key] = median([r[key] for r in runs])
+        elif key in SUMMARIES:
+            row[key] = {k: median([r[key][k] for r in runs]) for k in value}
+    row["errors"] = dict(sum((Counter(r["errors"]) for r in runs), Counter()))
+    row["loop_lag_ms"] = median([loop_lag_ms(r) for r in runs])
+    row["p99_runs"] = [p99(r) for r in runs]
+    return row
+
+
+def combined(results: list[dict]) -> list[dict]:
+    """One row per (idle, N, server), in table order."""
     groups: dict[tuple, list[dict]] = {}
     for row in results:
         groups.setdefault((row["idle"], row["clients"], row["target"] != RELAY), []).append(row)
-
-    def p99(row: dict) -> float:
-        value = row["probe_command_ms" if row["idle"] else "data_ms"]["p99"]
-        return math.inf if math.isnan(value) else value
-
-    return [sorted(rows, key=p99)[len(rows) // 2] for _, rows in sorted(groups.items())]
+    return [combine(runs) for _, runs in sorted(groups.items())]
 
 
-def render(results: list[dict], settings: dict, argv: list[str], started: datetime.datetime) -> str:
-    t = settings["template"]
-    rows = representative(results)
+def document(results: list[dict], settings: dict, command: str, started: datetime.datetime) -> dict:
+    """Everything the Markdown is rendered from, saved as JSON so it can be re-rendered later."""
+    return {"command": command, "started": f"{started:%Y-%m-%d %H:%M} UTC", "machine": machine(),
+            "settings": settings, "rows": results}
+
+
+def render(doc: dict) -> str:
+    t, settings = doc["settings"]["load"], doc["settings"]
+    rows = combined(doc["rows"])
     load, idle = [r for r in rows if not r["idle"]], [r for r in rows if r["idle"]]
     runs = settings["repeat"]
     out = [
         "# Messaging benchmark",
         "",
-        f"Command: `{shlex.join(['python', *argv])}`  ",
-        f"Date: {started:%Y-%m-%d %H:%M} UTC  ",
-        f"Machine: {machine()}  ",
-        f"Load: N clients in sessions of {t.session_size}, each sending a {t.payload:,}-byte `SendData` "
-        f"{t.rate:g} times a second to every other member (all registered); {t.duration:g} s per row "
-        f"(first {t.warmup:g} s not timed), then {t.drain:g} s drain before counting. Probe: one command "
-        f"or message round trip every {settings['probe_interval'] * 1000:g} ms. Each server is a fresh "
-        f"process per row, {PINNED if settings['pin'] else 'not pinned'}; the orchestrator"
-        " with its capacity limits raised to fit N. "
-        + (f"Each row is the median of {runs} runs by p99 (all runs are in the JSON)." if runs > 1 else ""),
+        f"Command: `{doc['command']}`  ",
+        f"Date: {doc['started']}  ",
+        f"Machine: {doc['machine']}  ",
+        f"Load: N clients in sessions of {t['session_size']}, each sending a {t['payload']:,}-byte "
+        f"`SendData` {t['rate']:g} times a second to every other member (all registered); "
+        f"{t['duration']:g} s per row (first {t['warmup']:g} s not timed), then {t['drain']:g} s drain "
+        f"before counting. Probe: one command or message round trip every "
+        f"{settings['probe_interval'] * 1000:g} ms. Each server is a fresh process per row, "
+        f"{PINNED if settings['pin'] else 'not pinned'}; the orchestrator with its capacity limits raised "
+        "to fit N. "
+        + (f"Each row combines {runs} runs: medians, counts summed over the runs, the p99 of each run "
+           "listed (every figure of every run is in the JSON)." if runs > 1 else ""),
         "",
         DEFINITIONS,
         "",
@@ -87,27 +125,37 @@ def render(results: list[dict], settings: dict, argv: list[str], started: dateti
         out += data_table(load) + probe_table(load) + ratios(load)
     if idle:
         out += idle_table(idle)
-    out += [*profiles(rows), "", NODE_REFERENCE, ""]
+    out += [*errors(rows), *profiles(rows), "", NODE_REFERENCE, ""]
     return "\n".join(out)
+
+
+def loop_lag_ms(row: dict) -> float:
+    """Largest event-loop lag the server reported on /metrics during the window (latest-lag gauge)."""
+    series = [s for name, s in row.get("server_loop_lag", {}).items() if "max" not in name]
+    return series[0]["max"] * 1000 if series else math.nan
+
+
+def each(row: dict) -> str:
+    return " / ".join(fmt(x) for x in row["p99_runs"])
 
 
 def data_table(rows: list[dict]) -> list[str]:
     out = [
         "## Data plane",
         "",
-        "| N | server | data p50 | p99 | max (ms) | sent | delivered | dropped | server CPU % | CPU µs/msg "
-        "| RSS MB | generator CPU % (procs) | generator lag p99 (ms) | other load | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | server | data p50 | p99 | max (ms) | p99 of each run | sent | delivered | dropped "
+        "| server CPU % | CPU µs/msg | server loop lag max (ms) | RSS MB | generator CPU % (procs) "
+        "| generator lag p99 (ms) | other load | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         d = r["data_ms"]
         out.append(
             f"| {r['clients']} | {r['target']} | {fmt(d['p50'])} | {fmt(d['p99'])} | {fmt(d['max'])} "
-            f"| {r['sent']:,} | {r['delivered']:,} | {r['dropped']:,} | {fmt(r['server_cpu_pct'])} "
-            f"| {fmt(r['server_cpu_us_per_msg'])} | {fmt(r['server_rss_max_mb'])} "
-            f"| {fmt(r['generator_cpu_pct'])} ({r['generator_processes']}) "
-            f"| {fmt(r['generator_lag_ms']['p99'])} "
-            f"| {fmt(r['other_load_cores'])} | {r['error_count']} |"
+            f"| {each(r)} | {r['sent']:,} | {r['delivered']:,} | {r['dropped']:,} "
+            f"| {fmt(r['server_cpu_pct'])} | {fmt(r['server_cpu_us_per_msg'])} | {fmt(r['loop_lag_ms'])} "
+            f"| {fmt(r['server_rss_max_mb'])} | {fmt(r['generator_cpu_pct'])} ({r['generator_processes']}) "
+            f"| {fmt(r['generator_lag_ms']['p99'])} | {fmt(r['other_load_cores'])} | {r['error_count']} |"
         )
     return out
 
@@ -160,19 +208,30 @@ def idle_table(rows: list[dict]) -> list[str]:
         "",
         "## Idle connections (logged in, in 2-user sessions, not sending)",
         "",
-        "| N | server | RSS MB before → with clients | CPU % | probe avg | p99 | max (ms) | other load "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| N | server | RSS MB before → with clients | CPU % | server loop lag max (ms) | probe avg | p99 "
+        "| max (ms) | p99 of each run | other load | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["probe_command_ms"]
         out.append(
             f"| {r['clients']} | {r['target']} "
             f"| {fmt(r['server_rss_idle_mb'])} → {fmt(r['server_rss_max_mb'])} "
-            f"| {fmt(r['server_cpu_pct'])} | {fmt(c['avg'])} | {fmt(c['p99'])} | {fmt(c['max'])} "
-            f"| {fmt(r['other_load_cores'])} | {r['error_count']} |"
+            f"| {fmt(r['server_cpu_pct'])} | {fmt(r['loop_lag_ms'])} | {fmt(c['avg'])} | {fmt(c['p99'])} "
+            f"| {fmt(c['max'])} | {each(r)} | {fmt(r['other_load_cores'])} | {r['error_count']} |"
         )
     return out
+
+
+def errors(rows: list[dict]) -> list[str]:
+    """What went wrong, per row, in the generator's words (summed over the runs)."""
+    failed = [r for r in rows if r["errors"]]
+    if not failed:
+        return []
+    return ["", "## Errors seen by the generator (all runs)", ""] + [
+        f"- N={r['clients']} {r['target']}: " + "; ".join(f"{what}: {n:,}" for what, n in r["errors"].items())
+        for r in failed
+    ]
 
 
 def profiles(rows: list[dict]) -> list[str]:

@@ -37,14 +37,16 @@ def free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
-def orchestrator_env(clients: int, session_size: int) -> dict[str, str]:
-    """Capacity limits that fit the load (never below the orchestrator's defaults): the benchmark
-    measures throughput, not the refusal of the 1001st session."""
+def orchestrator_env(clients: int, session_size: int, scratch: Path) -> dict[str, str]:
+    """Capacity limits that fit the load (never below the orchestrator's defaults), and no stream
+    worker configuration (a path that does not exist: the orchestrator then runs no workers): the
+    table measures the Socket.IO plane, not the refusal of the 1001st session nor idle workers."""
     sessions = -(-clients // session_size) + 16
     return {
         "ORCHESTRATOR_MAX_SESSIONS": str(max(1_000, sessions)),
         "ORCHESTRATOR_MAX_CONNECTIONS": str(max(10_000, clients + 16)),
         "ORCHESTRATOR_MAX_USERS_PER_SESSION": str(max(64, session_size)),
+        "ORCHESTRATOR_CONFIG": str(scratch / "no-stream-workers.yaml"),
     }
 
 

@@ -55,7 +55,7 @@ def label(target: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def server(plan: Plan, target: str, clients: int) -> AsyncIterator[Server]:
+async def server(plan: Plan, target: str, clients: int, attempt: int) -> AsyncIterator[Server]:
     if target == ORCHESTRATOR and plan.server_url:
         yield Server(target, plan.server_url, plan.server_pid)
         return
@@ -64,8 +64,8 @@ async def server(plan: Plan, target: str, clients: int) -> AsyncIterator[Server]
         argv, env = relay_argv(plan.host, port), None
     else:
         argv = orchestrator_argv(plan.host, port, plan.server_cmd)
-        env = orchestrator_env(clients, plan.template.session_size)
-    log = plan.log_dir / f"{label(target)}-{clients}.log"
+        env = orchestrator_env(clients, plan.template.session_size, plan.log_dir)
+    log = plan.log_dir / f"{label(target)}-{clients}-{attempt}.log"
     async with started(target, argv, f"http://{plan.host}:{port}", log, cpu_split(plan)[0], env) as running:
         yield running
 
@@ -87,7 +87,7 @@ async def run(plan: Plan, progress: Callable[[str], None]) -> list[dict]:
                     if plan.profile
                     else None
                 )
-                async with server(plan, target, clients) as running:
+                async with server(plan, target, clients, attempt) as running:
                     spec = replace(
                         plan.template,
                         url=running.url,
