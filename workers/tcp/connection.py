@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 SCRATCH_BYTES = 1024 * 1024  # one read: many small frames, or the start of a large one
 SMALL_FRAME = 128 * 1024  # frames up to this size are assembled in the scratch buffer
 CHUNK_BYTES = 2 * 1024 * 1024  # most a slow sender can make us allocate ahead of its data
+_new = tuple.__new__  # _new(Frame, (...)): a Frame without NamedTuple's Python-level __new__
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -130,13 +131,16 @@ class Connection(asyncio.BufferedProtocol):
             self._next_chunk()
             return
         chunks, self._chunks, self._cur = self._chunks, [], None
-        self._emit([Frame(chunks, self._total, self._stream, self.hub.is_priority(self._stream), now)])
+        prio = self.hub.is_priority(self._stream)
+        self._emit([_new(Frame, (chunks, self._total, self._stream, prio, now))], self._total)
 
     def _parse(self, now: float) -> None:
         """Take every complete frame out of the scratch buffer; set up a direct read for a large one."""
         sv: memoryview = self._scratch  # type: ignore[assignment]  # set by get_buffer before any read
         start, end = self._start, self._end
         batch: list[Frame] = []
+        nbytes = 0
+        is_priority = self.hub.is_priority
         error = None
         retire = False  # a frame took part of the scratch buffer itself: reads go to a fresh one
         header, self._waiting = self._waiting, None  # validated already; not again on every read
@@ -151,7 +155,8 @@ class Connection(asyncio.BufferedProtocol):
             if end - start >= total:  # complete: copied out, or if it fills half the buffer, taken whole
                 big = total >= SCRATCH_BYTES // 2
                 buf = sv[start : start + total] if big else sv[start : start + total].tobytes()
-                batch.append(Frame([buf], total, header.stream, self.hub.is_priority(header.stream), now))
+                batch.append(_new(Frame, ([buf], total, header.stream, is_priority(header.stream), now)))
+                nbytes += total
                 retire |= big
                 start += total
             elif total > SMALL_FRAME:  # large: the rest is read straight into the frame's own buffers
@@ -188,7 +193,7 @@ class Connection(asyncio.BufferedProtocol):
         elif batch or not self.header_since:
             self.header_since = now
         if batch:
-            self._emit(batch)  # valid frames that came before a bad header still go out
+            self._emit(batch, nbytes)  # valid frames that came before a bad header still go out
         if error is not None:
             self.close(error.reason, str(error))
 
@@ -199,26 +204,27 @@ class Connection(asyncio.BufferedProtocol):
         self._chunks.append(chunk)
         self._cur, self._pos = memoryview(chunk), 0
 
-    def _emit(self, frames: list[Frame]) -> None:
+    def _emit(self, frames: list[Frame], nbytes: int) -> None:
         self.frames_in += len(frames)
-        self.bytes_in += sum(f.nbytes for f in frames)
-        self.hub.dispatch(self, frames)
+        self.bytes_in += nbytes
+        self.hub.dispatch(self, frames, nbytes)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def offer(self, frames: list[Frame], bufs: list) -> None:
+    def offer(self, frames: list[Frame], bufs: list, nbytes: int) -> None:
         """Hand frames over now if the link has room, else queue them (the queue may drop).
 
-        ``bufs`` are the frames' buffers in order, flattened once for all receivers."""
+        ``bufs`` are the frames' buffers in order and ``nbytes`` their size, computed once for all
+        receivers."""
         if self.closing:
             return
         if self.paused or self.outbox.frames:
             for frame in frames:
                 self.outbox.push(frame)
         else:
-            self._send(frames, bufs)
+            self._send(frames, bufs, nbytes)
 
-    def _send(self, frames: list[Frame], bufs: list) -> None:
+    def _send(self, frames: list[Frame], bufs: list, nbytes: int) -> None:
         """One write (one syscall) for a batch: fewer, larger writes cost far less per byte."""
         try:
             if len(bufs) == 1:
@@ -228,12 +234,10 @@ class Connection(asyncio.BufferedProtocol):
         except RuntimeError:  # the transport already failed; connection_lost is on its way
             self.closing = True
             return
-        now = self.last_tx = perf_counter()
+        self.last_tx = now = perf_counter()
         self.frames_out += len(frames)
-        add = self.hub.latency.add
-        for frame in frames:
-            self.bytes_out += frame.nbytes
-            add(now - frame.t_read)
+        self.bytes_out += nbytes
+        self.hub.latency.add_batch(now, frames)
 
     def pause_writing(self) -> None:
         self.paused, self.paused_since = True, perf_counter()
@@ -247,4 +251,4 @@ class Connection(asyncio.BufferedProtocol):
                 frame = outbox.pop()
                 batch.append(frame)  # type: ignore[arg-type]
                 size += frame.nbytes  # type: ignore[union-attr]
-            self._send(batch, [b for f in batch for b in f.bufs])
+            self._send(batch, [b for f in batch for b in f.bufs], size)

@@ -10,21 +10,22 @@ turns so one busy stream cannot monopolise a slow link.
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from workers.tcp.settings import QueueSettings
 
 
-class Frame:
-    """One complete, validated frame. Its buffers are shared read-only by all receivers."""
+class Frame(NamedTuple):
+    """One complete, validated frame. Its buffers are shared read-only by all receivers.
 
-    __slots__ = ("bufs", "nbytes", "prio", "stream", "t_read")
+    A tuple because one is built per frame: ``tuple.__new__(Frame, (...))`` is the cheapest build."""
 
-    def __init__(self, bufs: list, nbytes: int, stream: str, prio: bool, t_read: float) -> None:
-        self.bufs = bufs  # header + payload, in order; never mutated once the frame is complete
-        self.nbytes = nbytes
-        self.stream = stream
-        self.prio = prio
-        self.t_read = t_read  # perf_counter() when its last byte was read
+    bufs: list  # header + payload, in order; never mutated once the frame is complete
+    nbytes: int
+    stream: str
+    prio: bool
+    t_read: float  # perf_counter() when its last byte was read
+
 
 
 class _StreamQueue:

@@ -95,12 +95,12 @@ class Reflector:
 
     # -- frames -------------------------------------------------------------------------------
 
-    def dispatch(self, sender: Connection, frames: list[Frame]) -> None:
+    def dispatch(self, sender: Connection, frames: list[Frame], nbytes: int) -> None:
         """Every other connection gets the frames, whole and in order; the sender never gets its own."""
         bufs = frames[0].bufs if len(frames) == 1 else [b for f in frames for b in f.bufs]
         for conn in self._fanout:
             if conn is not sender:
-                conn.offer(frames, bufs)
+                conn.offer(frames, bufs, nbytes)
 
     def is_priority(self, stream: str) -> bool:
         prio = self._prio_cache.get(stream)

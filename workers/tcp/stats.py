@@ -23,9 +23,13 @@ class LatencyWindow:
         self._size = size
         self._n = 0
 
-    def add(self, seconds: float) -> None:
-        self._buf[self._n % self._size] = seconds
-        self._n += 1
+    def add_batch(self, now: float, frames: list) -> None:
+        """Record ``now - t_read`` for every frame handed over together at ``now``."""
+        buf, size, n = self._buf, self._size, self._n
+        for frame in frames:
+            buf[n % size] = now - frame.t_read
+            n += 1
+        self._n = n
 
     def summary(self) -> dict[str, float | int | None]:
         n = min(self._n, self._size)
