@@ -60,7 +60,8 @@ def start_forwarder(mode: str, npeers: int, workdir: str) -> tuple[subprocess.Po
         return proc, [f"--target=127.0.0.1:{p}" for p in ports]
     port = free_port()
     settings = Path(workdir) / "sfu.yaml"
-    settings.write_text("ice_addresses: [127.0.0.1]\nlog_summary_interval: 60\n")
+    gso = "false" if mode == "webrtc-nogso" else "true"
+    settings.write_text(f"ice_addresses: [127.0.0.1]\nlog_summary_interval: 60\nudp_gso: {gso}\n")
     proc = subprocess.Popen(
         [
             PY,
@@ -150,7 +151,7 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
                             PY,
                             str(ROOT / "bench/webrtc/peer.py"),
                             "--mode",
-                            mode,
+                            "udp" if mode == "udp" else "webrtc",
                             targets[i],
                             "--client-id",
                             str(i + 1),
@@ -169,7 +170,7 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
             for p in peers:
                 if p.stdout.readline().strip() != "READY":  # type: ignore[union-attr]
                     raise RuntimeError("peer failed to start")
-            if mode == "webrtc":
+            if mode != "udp":
                 url = targets[0].split("=", 1)[1] + "/stats"
                 wait_json(
                     url,
@@ -188,7 +189,7 @@ def run_case(mode: str, npeers: int, args: argparse.Namespace) -> dict:
             proc = psutil.Process(fwd.pid)
             if args.prioritise:
                 prioritise(proc)
-            spy = start_profiler(fwd.pid, args) if mode == "webrtc" and args.profile else None
+            spy = start_profiler(fwd.pid, args) if mode != "udp" and args.profile else None
             cpu0, t0, m0 = proc.cpu_times(), time.monotonic(), machine_cpu()
             for p in peers:
                 p.stdin.write("GO\n")  # type: ignore[union-attr]
@@ -253,6 +254,9 @@ def srtp_cost_us(n: int = 20000) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+PATH_NAMES = {"udp": "baseline UDP", "webrtc": "SFU (aiortc)", "webrtc-nogso": "SFU, no GSO"}
+
+
 def table(rows: list[dict], srtp_us: float) -> str:
     out = [
         "| peers | path | run | Mbit/s in per peer | forwarded pkt/s | out MB/s | forwarder CPU (1 core) "
@@ -263,7 +267,7 @@ def table(rows: list[dict], srtp_us: float) -> str:
     for r in rows:
         hdr = "all" if set(r["header_lengths"]) <= {"20"} else json.dumps(r["header_lengths"])
         out.append(
-            f"| {r['peers']} | {'SFU (aiortc)' if r['mode'] == 'webrtc' else 'baseline UDP'} | {r['run']} "
+            f"| {r['peers']} | {PATH_NAMES[r['mode']]} | {r['run']} "
             f"| {r['offered_mbps_per_peer']:.0f} | {r['pps']:.0f} | {r['mbps_out'] / 8:.1f} "
             f"| {r['cpu_util']:.0%} "
             f"| {r['pps_per_core']:.0f} | {r['mb_per_core_s']:.1f} | {r['loss']:.2%} | {r['p50_ms']:.1f} "
@@ -271,25 +275,26 @@ def table(rows: list[dict], srtp_us: float) -> str:
         )
     out += [
         "",
-        "| peers | CPU per forwarded packet, SFU / baseline (median) | p50 ms SFU / baseline (median) "
-        "| p99 ms SFU / baseline (median) |",
-        "|---|---|---|---|",
+        "| peers | path | CPU per forwarded packet vs baseline (median) | p50 ms path / baseline (median) "
+        "| p99 ms path / baseline (median) |",
+        "|---|---|---|---|---|",
     ]
+
+    def med(rs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in rs)
+
     for n in sorted({r["peers"] for r in rows}):
-        sfu = [r for r in rows if r["peers"] == n and r["mode"] == "webrtc"]
         base = [r for r in rows if r["peers"] == n and r["mode"] == "udp"]
-        if sfu and base:
-            ratio = statistics.median(
-                b["pps_per_core"] / s["pps_per_core"] for s, b in zip(sfu, base, strict=True)
-            )
-
-            def med(rs: list[dict], key: str) -> float:
-                return statistics.median(r[key] for r in rs)
-
-            out.append(
-                f"| {n} | {ratio:.2f}x | {med(sfu, 'p50_ms'):.1f} / {med(base, 'p50_ms'):.1f} "
-                f"| {med(sfu, 'p99_ms'):.1f} / {med(base, 'p99_ms'):.1f} |"
-            )
+        for mode in ("webrtc", "webrtc-nogso"):
+            sfu = [r for r in rows if r["peers"] == n and r["mode"] == mode]
+            if sfu and base:
+                ratio = statistics.median(
+                    b["pps_per_core"] / s["pps_per_core"] for s, b in zip(sfu, base, strict=True)
+                )
+                out.append(
+                    f"| {n} | {PATH_NAMES[mode]} | {ratio:.2f}x | {med(sfu, 'p50_ms'):.1f} / "
+                    f"{med(base, 'p50_ms'):.1f} | {med(sfu, 'p99_ms'):.1f} / {med(base, 'p99_ms'):.1f} |"
+                )
     out.append("")
     out.append(f"aiortc's SRTP alone (AES-128-GCM protect + unprotect, 1192-byte packet): {srtp_us:.1f} us")
     return "\n".join(out)
@@ -303,6 +308,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3, help="runs per configuration (the machine is noisy)")
     p.add_argument("--prioritise", action="store_true", help="run the forwarder at nice -5 (needs root)")
+    p.add_argument("--paths", nargs="+", default=["udp", "webrtc"], choices=["udp", "webrtc", "webrtc-nogso"])
     p.add_argument(
         "--calm", type=float, default=30.0, help="wait for CPU pressure (PSI avg10, %%) below this"
     )
@@ -313,7 +319,7 @@ def main() -> None:
     rows = []
     for n in args.peers:
         for run in range(1, args.repeat + 1):
-            for mode in ("udp", "webrtc"):  # alternate, so both paths see the same background load
+            for mode in args.paths:  # alternate, so all paths see the same background load
                 rows.append({**run_case(mode, n, args), "run": run})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if args.json:
