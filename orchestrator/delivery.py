@@ -6,8 +6,9 @@ limit. Here every packet is encoded once, put straight on each recipient's Engin
 (a `MeteredQueue` that counts bytes), data frames (SendData) get a per-recipient budget with
 oldest-first dropping, and a client whose queue passes a hard limit is disconnected.
 
-Relies on two python-engineio internals, covered by tests: `AsyncServer.create_queue` (the factory
-every socket's outgoing queue comes from) and `AsyncServer.sockets` (eio sid -> socket).
+Relies on python-engineio internals, covered by tests: `AsyncServer.create_queue` (the factory every
+socket's outgoing queue comes from), `AsyncServer.sockets` (eio sid -> socket) and `AsyncSocket.poll`
+(the writer's wait for packets), which `install_fast_poll` replaces.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import logging
 from typing import Any
 
 import socketio
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
 from .model import Note
@@ -110,6 +113,40 @@ def encode_frame(event: str, args: tuple[Any, ...], frame_bytes: int) -> list[ei
     return [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded[1:]]
 
 
+async def _fast_poll(self: AsyncSocket) -> list[Any]:
+    """Every packet waiting for this client, without a task per wake-up.
+
+    Engine.IO's own poll wraps each wait in asyncio.wait_for, which on Python 3.11 creates a task per
+    call: one per batch of packets for every client, the largest fixed cost of fan-out. Here the wait
+    happens only when the queue is empty, and under a timeout context rather than a new task.
+    """
+    queue = self.queue
+    if queue.empty():
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                first = await queue.get()
+        except (TimeoutError, asyncio.CancelledError):
+            raise eio_exceptions.QueueEmpty() from None
+    else:
+        first = queue.get_nowait()
+    queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)  # the writer sends what it has, then sees the end next time
+            break
+        packets.append(pkt)
+    return packets
+
+
+def install_fast_poll() -> None:
+    AsyncSocket.poll = _fast_poll  # type: ignore[method-assign]
+
+
 class Delivery:
     def __init__(self, sio: socketio.AsyncServer, settings: Settings, stats: Stats) -> None:
         self.sio = sio
@@ -117,6 +154,7 @@ class Delivery:
         self.stats = stats
         self._queues: dict[str, tuple[str, MeteredQueue]] = {}  # user id -> (sid, queue)
         sio.eio.create_queue = lambda *a, **kw: MeteredQueue()  # type: ignore[method-assign]
+        install_fast_poll()
 
     def attach(self, user_id: str, sid: str) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")

@@ -143,8 +143,33 @@ def test_engineio_internals_delivery_relies_on():
     from orchestrator.stats import Stats
     Delivery(sio, Settings(), Stats())
     from engineio.async_socket import AsyncSocket
+
+    from orchestrator.delivery import _fast_poll
     sock = AsyncSocket(sio.eio, "sid")
     assert isinstance(sock.queue, MeteredQueue)
+    assert AsyncSocket.poll is _fast_poll  # the writer's wait, replaced (see delivery.py)
+    assert callable(getattr(AsyncSocket, "_websocket_handler", None))
+
+
+async def test_fast_poll_batches_and_ends():
+    from engineio.async_socket import AsyncSocket
+
+    from orchestrator.delivery import Delivery
+    from orchestrator.settings import Settings
+    from orchestrator.stats import Stats
+    sio = socketio.AsyncServer(async_mode="asgi")
+    Delivery(sio, Settings(), Stats())
+    sock = AsyncSocket(sio.eio, "sid")
+    for item in ("a", "b", None, "c"):
+        sock.queue.put_nowait(item)
+    assert await sock.poll() == ["a", "b"]
+    assert await sock.poll() == ["c"]  # the end marker goes back behind what is left
+    assert await sock.poll() == []  # then ends the writer
+    waiter = asyncio.create_task(sock.poll())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # an empty queue is awaited
+    sock.queue.put_nowait("d")
+    assert await asyncio.wait_for(waiter, 1) == ["d"]
 
 
 async def test_metered_queue_drops_whole_frames():
