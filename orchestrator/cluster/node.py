@@ -94,6 +94,7 @@ class RedisCluster:
         self.relay: Relay | None = None
         self.epoch = ""
         self.applied: str | None = None  # last log id applied to the replica
+        self.loaded_from = ""  # the snapshot the replica was last loaded from (or seeded with)
         self.ready = False
         self.counters = Counters()
         self._resync = False
@@ -111,6 +112,9 @@ class RedisCluster:
 
     async def start(self, app: App) -> None:
         self.app = app
+        if not self.settings.state.startswith(("redis://", "rediss://", "unix://")):
+            raise ClusterUnavailable(f"unsupported --state {redacted(self.settings.state)!r}: "
+                                     "use memory or redis://HOST:PORT/DB")
         self.node_id = f"{socket.gethostname()}:{self.settings.port}/{uuid.uuid4().hex[:8]}"
         app.instance_id = self.node_id  # DumpData's id and every user's node
         timeout = max(self.settings.node_timeout_s, self._block_ms / 1000 + 1)
@@ -126,8 +130,8 @@ class RedisCluster:
         self.relay.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._heartbeat())]
-        log.info("cluster node %s following %s from %s", self.node_id, redacted(self.settings.state),
-                 self.applied)
+        log.info("cluster node %s joined %s: state from snapshot %s plus %d log entries",
+                 self.node_id, redacted(self.settings.state), self.loaded_from, self.counters.applied)
 
     async def stop(self) -> None:
         """Leave the cluster: anyone still logged in here is logged out everywhere (node_down)."""
@@ -148,7 +152,11 @@ class RedisCluster:
         await self.store.client.aclose()
 
     def unready_reasons(self) -> list[str]:
-        return [] if self.ready else ["state store unavailable"]
+        if not self.ready:
+            return ["state store unavailable"]
+        if self.relay is not None and not self.relay.subscribed:
+            return ["data relay not subscribed"]
+        return []
 
     # -- operations --------------------------------------------------------------------------
 
@@ -280,7 +288,7 @@ class RedisCluster:
         snapshot = {"j": text, **codec.blob_fields(blobs)}
         if not await self.store.seed(epoch, base, codec.next_id(base), nodes, snapshot):
             return False
-        self.epoch, self.applied = epoch, base
+        self.epoch, self.applied, self.loaded_from = epoch, base, base
         if base != "0-0":
             log.warning("state store was empty: re-seeded from this replica at %s (%d users, %d sessions)",
                         base, len(model.users), len(model.sessions))
@@ -291,7 +299,7 @@ class RedisCluster:
         assert self.app is not None
         before = set(self.app.model.sessions)
         load_state(self.app.model, state)
-        self.epoch, self.applied = epoch, snap_id
+        self.epoch, self.applied, self.loaded_from = epoch, snap_id, snap_id
         for session_id in before - set(self.app.model.sessions):
             await self.app.streams.release(session_id)
         users = self.app.model.users

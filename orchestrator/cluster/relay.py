@@ -39,6 +39,7 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self.forwarded = 0
         self.received = 0
+        self.subscribed = False  # frames for this process can arrive (readiness)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -101,6 +102,7 @@ class Relay:
             pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
+                self.subscribed = True
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message["type"] == "message":
@@ -108,6 +110,7 @@ class Relay:
             except (RedisError, OSError) as exc:
                 log.debug("relay subscription lost: %s", exc)
             finally:
+                self.subscribed = False
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(self.retry_s)
