@@ -1,4 +1,4 @@
-"""`orchestrator serve | check-config | dump | terminate`.
+"""`orchestrator serve | check-config | dump | logs | terminate`.
 
 Every `serve` option can also be set by an environment variable named ORCHESTRATOR_<OPTION>
 (upper case, dashes as underscores); a command-line option wins over the environment.
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", type=Path, default=Path("config/streams.yaml"))
     dump = sub.add_parser("dump", help="print the orchestrator's state as JSON (operator)")
     _add_client_options(dump)
+    logs = sub.add_parser("logs", help="print the orchestrator's recent log lines (operator)")
+    _add_client_options(logs)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     terminate = sub.add_parser("terminate", help="stop the orchestrator (operator)")
     _add_client_options(terminate)
     return parser
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(serve(settings))
     if args.command == "check-config":
         sys.exit(check_config(args.file))
+    if args.command == "logs":
+        sys.exit(print_logs(args.url, args.token, follow=args.follow))
     sys.exit(asyncio.run(_operator_call(args)))
 
 
@@ -128,6 +133,35 @@ def check_config(path: Path) -> int:
     if not errors:
         print(f"{path}: OK")
     return 1 if errors else 0
+
+
+def print_logs(url: str, token: str | None, *, follow: bool, interval_s: float = 1.0) -> int:
+    """The log tail of the operator API (/admin/api/logs), once or followed."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    after = 0
+    while True:
+        request = urllib.request.Request(f"{url.rstrip('/')}/admin/api/logs?after={after}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                lines = json.loads(response.read())["lines"]
+        except urllib.error.HTTPError as exc:
+            print(f"error {exc.code}: {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"cannot reach {url}: {exc}", file=sys.stderr)
+            return 1
+        for entry in lines:
+            print(entry["line"], flush=True)
+            after = entry["seq"]
+        if not follow:
+            return 0
+        if not lines:
+            time.sleep(interval_s)
 
 
 async def _operator_call(args: argparse.Namespace) -> int:

@@ -161,13 +161,16 @@ async def test_s12_token_required_when_configured(server_factory):
     assert srv.proc.wait(10) == 0
 
 
-def test_cli_dump_and_terminate(server_factory):
+def test_cli_dump_logs_and_terminate(server_factory):
     import subprocess
     import sys
     srv = server_factory()
     dump = subprocess.run([sys.executable, "-m", "orchestrator.cli", "dump", "--url", srv.url],
                           capture_output=True, text=True, timeout=30)
     assert dump.returncode == 0 and '"sessions": []' in dump.stdout
+    logs = subprocess.run([sys.executable, "-m", "orchestrator.cli", "logs", "--url", srv.url],
+                          capture_output=True, text=True, timeout=30)
+    assert logs.returncode == 0 and "orchestrator listening on" in logs.stdout
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "terminate", "--url", srv.url],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
