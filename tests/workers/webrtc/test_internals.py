@@ -73,6 +73,15 @@ async def test_check_internals_accepts_the_installed_versions() -> None:
     internals.check_internals()
 
 
+def test_check_internals_names_what_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc, "__version__", "1.17.0")
+    monkeypatch.delattr(aioice.ice, "get_host_addresses")
+    with pytest.raises(RuntimeError) as err:
+        internals.check_internals()
+    assert "aiortc 1.17.0 is not a tested version" in str(err.value)
+    assert "aioice.ice.get_host_addresses is gone" in str(err.value)
+
+
 def test_codec_and_header_extension_tables() -> None:
     """aiortc.codecs.CODECS / HEADER_EXTENSIONS: module-level tables read when building offers."""
     assert {c.mimeType for c in aiortc.RTCRtpSender.getCapabilities("video").codecs} >= {"video/pcm"}
