@@ -102,6 +102,14 @@ def unsubscribe(model: Model, *, user_id: str, sender: str, kind: Any) -> tuple[
     return user_id, Outcome()
 
 
+def set_worker(model: Model, *, session_id: str, worker: dict[str, Any] | None) -> tuple[Any, Outcome]:
+    """A session's stream worker was restarted or replaced: its new description (cluster: sfuData)."""
+    session = model.sessions.get(session_id)
+    if session is not None:
+        session.worker = worker
+    return session is not None, Outcome()
+
+
 def node_down(model: Model, *, node: str) -> tuple[Any, Outcome]:
     """A cluster process died: its users leave exactly as if they had disconnected."""
     outcome = Outcome()
@@ -114,5 +122,5 @@ def node_down(model: Model, *, node: str) -> tuple[Any, Outcome]:
 OPS: dict[str, Op] = {fn.__name__: fn for fn in (
     login, logout, update_user_data, add_session, join, leave, delete_session, close_session, reset,
     message, message_to_all, scene_to_master, scene_to_user, scene_to_all,
-    declare_stream, remove_stream, subscribe, unsubscribe, node_down,
+    declare_stream, remove_stream, subscribe, unsubscribe, set_worker, node_down,
 )}

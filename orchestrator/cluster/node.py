@@ -127,6 +127,7 @@ class RedisCluster:
             raise ClusterUnavailable(f"state store {where} unavailable: {exc}") from None
         self.ready = True
         self.relay = Relay(app, self.store, self.node_id, self._retry_max_s, self._on_confirm)
+        app.streams.on_replaced(self._worker_replaced)  # members on every process must be told
         self.relay.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow()), loop.create_task(self._heartbeat())]
@@ -381,11 +382,28 @@ class RedisCluster:
                 self._drop_local(gone.__contains__)
             elif gone:
                 log.warning("process %s is gone: %d user(s) logged out", args.get("node"), len(gone))
+        elif op == "set_worker" and result:
+            self._spawn(self.app.worker_replaced([args["session_id"]]))  # to the members connected here
         elif op == "reset" and origin != self.node_id:
             self._drop_local(lambda uid: True)
         elif op == "add_session" and args.get("session_id") in self._abandoned_sessions:
             self._abandoned_sessions.discard(args["session_id"])
             self._spawn(self._execute("close_session", {"session_id": args["session_id"]}, False))
+
+    async def _worker_replaced(self, session_ids: list[str]) -> None:
+        """A worker this process owns was restarted or replaced: its sessions' new description goes
+        through the log, and each process tells its own members (STREAM_WORKER_CHANGED)."""
+        assert self.app is not None
+        describe = getattr(getattr(self.app.streams, "supervisor", None), "describe", None)
+        for session_id in session_ids:
+            session = self.app.model.sessions.get(session_id)
+            if session is None:
+                continue
+            worker = describe(session_id) if describe is not None else session.worker
+            try:
+                await self._execute("set_worker", {"session_id": session_id, "worker": worker}, False)
+            except CommandError:
+                await self.app.worker_replaced([session_id])  # the store is away: tell those here at least
 
     # -- local connections -------------------------------------------------------------------
 

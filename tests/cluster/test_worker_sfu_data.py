@@ -3,6 +3,9 @@ sfuData from the worker's description, and the worker is given back when the ses
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,15 @@ async def test_member_on_another_process_gets_the_owners_worker_urls(redis_serve
     assert info["sessionUserDefinitions"][1]["sfuData"]["url_gen"] == url
     assert await sessions_on_worker(admin) == 1
     assert (await member.dump_data())["workers"] == {"workers": []}  # no worker runs on that process
+    _, (joined_event,) = await admin.next_event("SessionUpdated", timeout_s=5)
+    assert joined_event["eventId"] == "USER_JOINED_SESSION"
+    pid_file = next((tmp_path / "run").glob("tcpreflector-*.worker.pid"))
+    os.kill(json.loads(pid_file.read_text())["pid"], signal.SIGKILL)  # the owner restarts it
+    for client in (admin, member):  # both processes tell their members, with the same URLs
+        _, (event,) = await client.next_event("SessionUpdated", timeout_s=20)
+        assert event["eventId"] == "STREAM_WORKER_CHANGED"
+        assert event["eventData"]["sessionId"] == session["sessionId"]
+        assert {u["url_gen"] for u in event["eventData"]["users"].values()} == {url}
     await admin.disconnect()  # the administrator's process is the owner: the session closes there
     await member.next_event("SessionClosed", timeout_s=5)
     watcher = await connect(owner.url, "watcher")
