@@ -17,7 +17,9 @@ that). Users whose connection ended meanwhile are then logged out.
 Stream workers. The process that creates a session owns its worker. The creator is the session's
 administrator and stays on that process; the session closes when the administrator logs out or
 disconnects, or when that process is declared down, so the owner outlives every session it serves
-and ownership never moves. Every process renders sfuData from the session's worker description.
+and ownership never moves. Every process renders sfuData from the session's worker description;
+when the owner restarts or replaces a worker, the new description goes through the log
+(`set_worker`) and every process tells its own members (STREAM_WORKER_CHANGED).
 """
 
 from __future__ import annotations
