@@ -102,7 +102,7 @@ def serve(settings: Settings) -> int:
     config = uvicorn_config(app, settings)
     server = OrchestratorServer(config, app)
     app.stop_requested = lambda: setattr(server, "should_exit", True)
-    log.info("orchestrator listening on %s:%d", settings.host, settings.port)
+    log.info("orchestrator starting on %s:%d", settings.host, settings.port)
     asyncio_run(server.serve(), loop_factory=config.get_loop_factory())
     if not server.started:
         return 1

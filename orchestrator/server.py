@@ -181,18 +181,24 @@ class App:
         await self.loopwatch.stop()
         log.info("orchestrator stopped")
 
+    def _local_sessions(self) -> list[Session]:
+        """Sessions with a user connected to this process (all of them, unless in a cluster)."""
+        local = self.delivery.queue_of
+        return [s for s in self.model.sessions.values()
+                if local(s.admin_id) is not None or any(local(uid) is not None for uid in s.members)]
+
     async def drain(self) -> None:
         """Refuse new logins and sessions, tell live sessions, wait for them to end (bounded)."""
         self.draining = True
         grace = self.settings.drain_grace_s
-        members = [uid for s in self.model.sessions.values() for uid in s.members]
+        members = [uid for s in self._local_sessions() for uid in s.members]
         event = {"eventId": SessionEvent.ORCHESTRATOR_DRAINING, "eventData": {"graceSeconds": grace}}
         self.delivery.send(members, Ev.SESSION_UPDATED, (event,))
-        if self.model.sessions:
+        if self._local_sessions():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sessions_gone.wait(), grace)
-        if self.model.sessions:
-            log.warning("drain grace over with %d session(s) still open", len(self.model.sessions))
+        if open_sessions := self._local_sessions():
+            log.warning("drain grace over with %d session(s) still open", len(open_sessions))
         else:
             log.info("drained: no sessions left")
 
@@ -415,7 +421,7 @@ class App:
         for session_id in outcome.closed_sessions:
             log.info("session %s closed", session_id)
             await self.streams.release(session_id)
-        if self.draining and not self.model.sessions:
+        if self.draining and not self._local_sessions():
             self._sessions_gone.set()
 
     def stream_ack_body(self, user: User) -> dict[str, Any]:

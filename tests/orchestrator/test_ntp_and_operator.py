@@ -170,7 +170,7 @@ def test_cli_dump_logs_and_terminate(server_factory):
     assert dump.returncode == 0 and '"sessions": []' in dump.stdout
     logs = subprocess.run([sys.executable, "-m", "orchestrator.cli", "logs", "--url", srv.url],
                           capture_output=True, text=True, timeout=30)
-    assert logs.returncode == 0 and "orchestrator listening on" in logs.stdout
+    assert logs.returncode == 0 and "orchestrator starting on" in logs.stdout
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "terminate", "--url", srv.url],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
