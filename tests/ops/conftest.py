@@ -14,7 +14,8 @@ import yaml
 from orchestrator.client import OrchestratorClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ops_server import ROOT, TOKEN, Server, free_port, start_server
+from ops_server import TOKEN, start_server
+from orchestrator_process import ROOT, Server, free_port
 
 SCREENSHOTS = pytest.StashKey[list[str]]()
 

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.client import OrchestratorClient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import Server, http_get, start_server
+from orchestrator_process import Server, http_get, start_server
 from rawclient import RawClient
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from orchestrator_process import start_server
 from rawclient import RawClient
 
 from orchestrator.client import OrchestratorError

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -52,12 +52,17 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                 config: Path | None = None) -> Server:
+    """`orchestrator serve` on a free port, its output in tmp_path; returns once /livez answers.
+
+    Without `config` the worker configuration is a missing file: no workers, sfuData empty."""
     port = free_port()
     log_path = tmp_path / f"orchestrator-{port}.log"
     full_env = {**os.environ, "ORCHESTRATOR_NTP_SERVERS": "localtime", **(env or {})}
+    config = config or tmp_path / "absent-streams.yaml"
     cmd = [sys.executable, "-m", "orchestrator.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--config", str(tmp_path / "absent-streams.yaml"), "--run-dir", str(tmp_path / "run"), *args]
+           "--config", str(config), "--run-dir", str(tmp_path / "run"), *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
