@@ -25,6 +25,7 @@ from .generator import NS, LoadSpec, session_groups, sleep_until, worker_main
 from .monitor import LagScraper, ProcessTree, sample
 from .probe import Probe
 from .profile import record, top_frames
+from .servers import pin
 from .stats import summary
 
 SETUP_TIMEOUT_BASE_S = 60.0
@@ -58,7 +59,7 @@ def start_workers(spec: LoadSpec, cpus: list[int] | None) -> list[tuple]:
         process.start()
         child.close()
         if cpus:
-            psutil.Process(process.pid).cpu_affinity(cpus)
+            pin(process.pid, cpus)
         workers.append((process, parent))
     return workers
 
@@ -185,7 +186,7 @@ def merge(
         "generator_processes": len(reports),
         "generator_cpu_pct": 100 * gen_cpu / spec.duration,
         "generator_lag_ms": summary(gen_lag),
-        "other_load_cores": (server["machine_busy_s"] - ours) / spec.duration,
+        "other_load_cores": max(0.0, server["machine_busy_s"] - ours) / spec.duration,  # clock-tick noise < 0
         "errors": dict(errors.most_common(10)),
         "error_count": sum(errors.values()),
     }

@@ -63,6 +63,15 @@ def relay_argv(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "bench.loadgen.bare_relay", "--host", host, "--port", str(port)]
 
 
+def pin(pid: int, cpus: list[int]) -> None:
+    """Pin every thread of pid and of its children: sched_setaffinity on a pid moves one thread only."""
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        for thread in proc.threads():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(thread.id, cpus)
+
+
 async def wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
     """Until a full Engine.IO/Socket.IO handshake succeeds (a bound port is not yet a server)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -117,7 +126,7 @@ async def started(
     try:
         await wait_ready(url, proc, log)
         if cpus:
-            psutil.Process(proc.pid).cpu_affinity(cpus)
+            pin(proc.pid, cpus)
         yield Server(name, url, proc.pid)
     finally:
         await stop(proc)

@@ -43,7 +43,8 @@ def generator_processes(plan: Plan, clients: int) -> int:
 
 
 def cpu_split(plan: Plan) -> tuple[list[int] | None, list[int] | None]:
-    """With --pin: the server gets the first CPU, generators and probe the others."""
+    """With --pin: the server gets the first CPU, generators and probe the others (asked once,
+    before this process pins itself)."""
     cpus = sorted(os.sched_getaffinity(0))
     if not plan.pin or len(cpus) < 2:
         return None, None
@@ -55,7 +56,9 @@ def label(target: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def server(plan: Plan, target: str, clients: int, attempt: int) -> AsyncIterator[Server]:
+async def server(
+    plan: Plan, target: str, clients: int, attempt: int, cpus: list[int] | None
+) -> AsyncIterator[Server]:
     if target == ORCHESTRATOR and plan.server_url:
         yield Server(target, plan.server_url, plan.server_pid)
         return
@@ -66,14 +69,14 @@ async def server(plan: Plan, target: str, clients: int, attempt: int) -> AsyncIt
         argv = orchestrator_argv(plan.host, port, plan.server_cmd)
         env = orchestrator_env(clients, plan.template.session_size, plan.log_dir)
     log = plan.log_dir / f"{label(target)}-{clients}-{attempt}.log"
-    async with started(target, argv, f"http://{plan.host}:{port}", log, cpu_split(plan)[0], env) as running:
+    async with started(target, argv, f"http://{plan.host}:{port}", log, cpus, env) as running:
         yield running
 
 
 async def run(plan: Plan, progress: Callable[[str], None]) -> list[dict]:
     """Every row, one server process at a time; relay and orchestrator alternate so each pair
     shares the machine's conditions as closely as possible."""
-    generator_cpus = cpu_split(plan)[1]
+    server_cpus, generator_cpus = cpu_split(plan)
     if generator_cpus:
         os.sched_setaffinity(0, generator_cpus)
     loads = [(n, plan.template.rate) for n in plan.rows] + ([(plan.idle, 0.0)] if plan.idle else [])
@@ -87,7 +90,7 @@ async def run(plan: Plan, progress: Callable[[str], None]) -> list[dict]:
                     if plan.profile
                     else None
                 )
-                async with server(plan, target, clients, attempt) as running:
+                async with server(plan, target, clients, attempt, server_cpus) as running:
                     spec = replace(
                         plan.template,
                         url=running.url,
