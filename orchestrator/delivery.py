@@ -7,8 +7,9 @@ limit. Here every packet is encoded once, put straight on each recipient's Engin
 oldest-first dropping, and a client whose queue passes a hard limit is disconnected.
 
 Relies on python-engineio internals, covered by tests: `AsyncServer.create_queue` (the factory every
-socket's outgoing queue comes from), `AsyncServer.sockets` (eio sid -> socket) and `AsyncSocket.poll`
-(the writer's wait for packets), which `install_fast_poll` replaces.
+socket's outgoing queue comes from), `AsyncServer.sockets` (eio sid -> socket), and two methods of
+`AsyncSocket` that `install_fast_paths` replaces: `poll` (the writer's wait for packets) and
+`_websocket_handler` (the per-connection read and write loops) for connections that start as WebSockets.
 """
 
 from __future__ import annotations
@@ -143,8 +144,63 @@ async def _fast_poll(self: AsyncSocket) -> list[Any]:
     return packets
 
 
-def install_fast_poll() -> None:
+_upgrade_handler = AsyncSocket._websocket_handler
+
+
+async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
+    """The read and write loops of a connection that starts as a WebSocket (the Unity client's).
+
+    Engine.IO's loop wraps every incoming message in a new task and asyncio.wait_for; here each
+    message is awaited directly under a timeout context. Upgrades from polling keep Engine.IO's loop.
+    """
+    if self.connected:
+        return await _upgrade_handler(self, ws)
+    self.connected = True
+    self.upgraded = True
+    server = self.server
+
+    async def write() -> None:
+        while True:
+            try:
+                packets = await self.poll()
+            except eio_exceptions.QueueEmpty:
+                break
+            if not packets:
+                break
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except Exception:  # the peer is gone; the read loop notices too
+                break
+        await ws.close()
+
+    writer = asyncio.ensure_future(write())
+    timeout = server.ping_interval + server.ping_timeout
+    limit = server.max_http_buffer_size
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                data = await ws.wait()
+        except Exception:  # timeout, disconnect, transport error: the connection is over
+            break
+        if data is None or len(data) > limit:
+            break
+        try:
+            await self.receive(eio_packet.Packet(encoded_packet=data))
+        except eio_exceptions.UnknownPacketError:
+            pass
+        except eio_exceptions.SocketIsClosedError:
+            break
+        except Exception:
+            log.exception("receive error on %s", self.sid)
+    await self.queue.put(None)  # ends the writer once it has sent what is queued
+    await writer
+    await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+def install_fast_paths() -> None:
     AsyncSocket.poll = _fast_poll  # type: ignore[method-assign]
+    AsyncSocket._websocket_handler = _fast_websocket_handler  # type: ignore[method-assign]
 
 
 class Delivery:
@@ -154,7 +210,7 @@ class Delivery:
         self.stats = stats
         self._queues: dict[str, tuple[str, MeteredQueue]] = {}  # user id -> (sid, queue)
         sio.eio.create_queue = lambda *a, **kw: MeteredQueue()  # type: ignore[method-assign]
-        install_fast_poll()
+        install_fast_paths()
 
     def attach(self, user_id: str, sid: str) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")

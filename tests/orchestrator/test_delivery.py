@@ -144,11 +144,12 @@ def test_engineio_internals_delivery_relies_on():
     Delivery(sio, Settings(), Stats())
     from engineio.async_socket import AsyncSocket
 
-    from orchestrator.delivery import _fast_poll
+    from orchestrator.delivery import _fast_poll, _fast_websocket_handler, _upgrade_handler
     sock = AsyncSocket(sio.eio, "sid")
     assert isinstance(sock.queue, MeteredQueue)
     assert AsyncSocket.poll is _fast_poll  # the writer's wait, replaced (see delivery.py)
-    assert callable(getattr(AsyncSocket, "_websocket_handler", None))
+    assert AsyncSocket._websocket_handler is _fast_websocket_handler
+    assert _upgrade_handler.__module__ == "engineio.async_socket"  # upgrades keep Engine.IO's loop
 
 
 async def test_fast_poll_batches_and_ends():
