@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen.generator import LoadSpec, raise_fd_limit
 from bench.loadgen.report import document, render
-from bench.loadgen.servers import REPO
+from bench.loadgen.servers import REPO, source_state
 from bench.loadgen.table import Plan, main_argv, now, run
 
 TABLE_ROWS = [100, 500, 1000, 2000, 4000]
@@ -87,14 +87,16 @@ async def cancellable(work):
 
 def measure(args: argparse.Namespace) -> dict | None:
     raise_fd_limit()
-    plan, started = plan_of(args), now()
+    plan, started, code = plan_of(args), now(), source_state()
     try:
         rows = asyncio.run(cancellable(run(plan, lambda line: print(line, file=sys.stderr, flush=True))))
     except asyncio.CancelledError:
         return None
+    code_after = source_state()
     settings = {"load": asdict(plan.template), "repeat": plan.repeat, "pin": plan.pin,
                 "probe_interval": plan.probe_interval}
     doc = document(rows, settings, shlex.join(["python", *main_argv()]), started)
+    doc["code"] = code if code == code_after else f"CHANGED during the run: from {code} to {code_after}"
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1, default=str))
     return doc

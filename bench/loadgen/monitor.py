@@ -46,7 +46,7 @@ class ProcessTree:
 
 
 class LagScraper:
-    """Reads the server's own loop-lag series from /metrics; disabled after the first miss."""
+    """Reads the server's own loop-lag series from /metrics; off once it answers without them."""
 
     def __init__(self, http: aiohttp.ClientSession, server_url: str) -> None:
         self.http, self.url = http, server_url.rstrip("/") + "/metrics"
@@ -60,7 +60,7 @@ class LagScraper:
             async with self.http.get(self.url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                 text = await response.text() if response.status == 200 else ""
         except (aiohttp.ClientError, TimeoutError):
-            text = ""
+            return  # a saturated server answers late: that is no reason to stop asking
         found = LAG_SERIES.findall(text)
         if not found and not self.series:
             self.available = False

@@ -108,6 +108,7 @@ def render(doc: dict) -> str:
         f"Command: `{doc['command']}`  ",
         f"Date: {doc['started']}  ",
         f"Machine: {doc['machine']}  ",
+        f"Orchestrator measured: {doc.get('code', 'not recorded')}  ",
         f"Load: N clients in sessions of {t['session_size']}, each sending a {t['payload']:,}-byte "
         f"`SendData` {t['rate']:g} times a second to every other member (all registered); "
         f"{t['duration']:g} s per row (first {t['warmup']:g} s not timed), then {t['drain']:g} s drain "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -29,6 +30,24 @@ class Server:
     name: str
     url: str
     pid: int | None  # None for a server we did not start: no CPU or RSS figures then
+
+
+def source_state() -> str:
+    """Which orchestrator code a run measured: commit, uncommitted changes, hash of the sources.
+
+    Rows start fresh server processes from the working tree, so a tree edited mid-run would mix
+    versions; the run records this before and after.
+    """
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    digest = hashlib.sha1()
+    for path in sorted((REPO / "orchestrator").rglob("*.py")):
+        digest.update(path.read_bytes())
+    dirty = "with uncommitted changes" if git("status", "--porcelain", "--", "orchestrator") else "clean"
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return f"commit {commit}, orchestrator/ {dirty}, sources {digest.hexdigest()[:10]}"
 
 
 def free_port(host: str) -> int:
