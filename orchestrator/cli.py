@@ -36,6 +36,7 @@ SERVE_OPTIONS: dict[str, tuple[Any, str]] = {
     "ntp_refresh_s": (float, "how often the NTP offset is refreshed"),
     "data_queue_frames": (int, "data frames that may wait per recipient before the oldest is dropped"),
     "data_queue_bytes": (int, "data bytes that may wait per recipient before the oldest frame is dropped"),
+    "data_max_age_s": (float, "seconds a data frame may wait for a recipient before newer ones replace it"),
     "max_outgoing_bytes": (int, "bytes waiting for one client beyond which it is disconnected"),
     "max_message_bytes": (int, "largest SendMessage/SendMessageToAll message"),
     "max_user_data_bytes": (int, "largest userData (JSON)"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
 import socketio
@@ -36,6 +37,8 @@ class FramePacket(eio_packet.Packet):
     """The first Engine.IO packet of a droppable data frame; `parts` packets belong to it."""
 
     parts: int = 1
+    frame_bytes: int
+    queued_at: float = 0.0  # monotonic time the frame was queued (the same for every recipient)
 
 
 class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
@@ -43,6 +46,7 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     def _init(self, maxsize: int) -> None:
         self._queue: collections.deque[Any] = collections.deque()
+        self.frames: collections.deque[FramePacket] = collections.deque()  # waiting frame heads, oldest first
         self.bytes = 0
         self.data_frames = 0
         self.data_bytes = 0
@@ -56,6 +60,7 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
         size = _size(item)
         self.bytes -= size
         if getattr(item, "frame_bytes", None) is not None:
+            self.frames.popleft()
             self.data_frames -= 1
             self.data_bytes -= item.frame_bytes
         return item
@@ -65,16 +70,20 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
         head.frame_bytes = frame_bytes  # type: ignore[attr-defined]
         for pkt in packets:
             self.put_nowait(pkt)
+        self.frames.append(head)
         self.data_frames += 1
         self.data_bytes += frame_bytes
 
     def drop_oldest_frame(self) -> bool:
         """Remove the oldest waiting data frame (all its packets); False if there is none."""
+        if not self.frames:
+            return False
+        oldest = self.frames.popleft()
         queue = self._queue
         for index, item in enumerate(queue):
-            frame_bytes = getattr(item, "frame_bytes", None)
-            if frame_bytes is None:
+            if item is not oldest:
                 continue
+            frame_bytes = item.frame_bytes
             parts = item.parts
             for _ in range(parts):
                 victim = queue[index]
@@ -260,6 +269,9 @@ class Delivery:
 
         Returns the recipients not connected to this process (None when there are none)."""
         packets = encode_frame(event, args, frame_bytes)
+        now = time.monotonic()
+        packets[0].queued_at = now  # type: ignore[attr-defined]
+        stale = now - self.settings.data_max_age_s
         max_frames = self.settings.data_queue_frames
         max_bytes = self.settings.data_queue_bytes
         stats = self.stats
@@ -273,6 +285,10 @@ class Delivery:
                 elsewhere.append(user_id)
                 continue
             queue = entry[1]
+            frames = queue.frames
+            while frames and frames[0].queued_at < stale:  # live media: a late frame is a useless frame
+                queue.drop_oldest_frame()
+                stats.data_dropped["stale"] += 1
             while (queue.data_frames >= max_frames or queue.data_bytes + frame_bytes > max_bytes) \
                     and queue.drop_oldest_frame():
                 stats.data_dropped["slow_consumer"] += 1

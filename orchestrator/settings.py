@@ -35,6 +35,9 @@ class Settings:
     # Per-recipient budget for data frames (SendData) waiting to be written; older ones are dropped.
     data_queue_frames: int = 64
     data_queue_bytes: int = 32 * MiB
+    # A data frame still waiting this long for a recipient is dropped when the next one comes: late
+    # media is useless, and under overload this turns growing queues into drops.
+    data_max_age_s: float = 1.0
     # A recipient whose whole outgoing queue exceeds this is disconnected (it is not reading at all).
     max_outgoing_bytes: int = 128 * MiB
     max_message_bytes: int = 1 * MiB  # SendMessage / SendMessageToAll payload, JSON-encoded

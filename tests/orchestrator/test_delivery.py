@@ -90,6 +90,35 @@ async def test_client_that_never_reads_is_disconnected(server_factory):
     await sender.disconnect()
 
 
+async def test_stale_frames_give_way_to_newer_ones(server_factory):
+    srv = server_factory("--data-max-age-s", "0.3", "--data-queue-frames", "1000",
+                         "--data-queue-bytes", str(1 << 30), "--data-rate-bytes", str(1 << 30),
+                         "--data-burst-bytes", str(1 << 30))
+    sender, stalled, _, kind = await pair(srv)
+    for i in range(30):  # 30 MB, 1 MB every 50 ms, to a client that is not reading
+        await sender.send_data(kind, i.to_bytes(8, "little") + b"\x33" * 1_000_000)
+        await asyncio.sleep(0.05)
+    received = []
+    while True:
+        try:
+            event, args = await stalled.next_event(timeout=2)
+        except TimeoutError:
+            break
+        if event == "DataReceived":
+            received.append(int.from_bytes(args[2][:8], "little"))
+    assert received[-1] == 29 and received == sorted(received)
+    assert len(received) < 30  # frames older than 0.3 s were dropped instead of queued
+    status, _ = await asyncio.to_thread(http_get_text, f"{srv.url}/metrics")
+    assert 'orchestrator_data_frames_dropped_total{reason="stale"}' in status
+    await sender.disconnect()
+
+
+def http_get_text(url: str) -> tuple[str, int]:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode(), response.status
+
+
 async def test_one_clients_events_keep_their_order(server):
     sender, receiver, _, kind = await pair(server)
     for i in range(30):  # data frames (no ack) interleaved with acked commands
@@ -184,9 +213,11 @@ async def test_metered_queue_drops_whole_frames():
         queue.put_nowait(pkt)
     queue.put_frame(frame_b, 20)
     assert (queue.data_frames, queue.data_bytes, queue.qsize()) == (2, 30, 5)
+    assert list(queue.frames) == [frame_a[0], frame_b[0]]
     assert queue.drop_oldest_frame()
     assert (queue.data_frames, queue.data_bytes, queue.qsize()) == (1, 20, 3)
+    assert list(queue.frames) == [frame_b[0]]
     items = [queue.get_nowait() for _ in range(3)]
     assert items[0] is control[0] and items[1] is frame_b[0] and items[2] is frame_b[1]
     assert (queue.data_frames, queue.data_bytes, queue.bytes) == (0, 0, 0)
-    assert not queue.drop_oldest_frame()
+    assert not queue.frames and not queue.drop_oldest_frame()
