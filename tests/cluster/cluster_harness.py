@@ -4,30 +4,21 @@ processes on free loopback ports, and small helpers to wait for them."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from orchestrator_process import ROOT, free_port, http_get
+from orchestrator_process import Server as Node
+
 HEARTBEAT_S = 0.25
 TIMEOUT_S = 2.0
 _databases = itertools.count(1)  # db 0 stays unused: every cluster gets a database of its own
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -75,34 +66,6 @@ def start_redis(workdir: Path, port: int | None = None) -> Redis:
     raise RuntimeError("redis-server did not start")
 
 
-@dataclass
-class Node:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 def node_argv(tmp: Path, port: int, state: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(tmp / "absent-streams.yaml"), "--run-dir", str(tmp / "run"),
@@ -132,11 +95,3 @@ def wait_ready(node: Node, timeout_s: float = 30) -> Node:
     raise RuntimeError(f"orchestrator not ready:\n{node.log()}")
 
 
-def http_get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except OSError:
-        return 0, None

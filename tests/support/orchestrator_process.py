@@ -51,6 +51,10 @@ class Server:
                 self.proc.wait()
         return self.proc.returncode
 
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
 
 def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                  config: Path | None = None) -> Server:
@@ -86,5 +90,7 @@ def http_get(url: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+    except OSError:  # not listening (yet, or any more)
+        return 0, None
 
 
