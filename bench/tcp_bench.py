@@ -330,7 +330,7 @@ def tables(rows: list[tuple[Scenario, Result, Result]]) -> str:
 
 
 def targets(rows: list[tuple[Scenario, Result, Result]]) -> list[str]:
-    """The brief's targets, judged on the rows where receivers keep up (paced senders)."""
+    """The performance targets, judged on the rows where receivers keep up (paced senders)."""
     kept_up = [(sc, w, b) for sc, w, b in rows if sc.window is not None or sc.fps]
     checks = []
     if kept_up:
