@@ -67,7 +67,6 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     def put_frame(self, packets: list[eio_packet.Packet], frame_bytes: int) -> None:
         head = packets[0]
-        head.frame_bytes = frame_bytes  # type: ignore[attr-defined]
         for pkt in packets:
             self.put_nowait(pkt)
         self.frames.append(head)
@@ -104,23 +103,23 @@ def _size(item: Any) -> int:
     return len(data) if isinstance(data, str | bytes | bytearray) else 0
 
 
-def encode_event(event: str, args: tuple[Any, ...], namespace: str = "/") -> list[eio_packet.Packet]:
+def _encoded_parts(event: str, args: tuple[Any, ...]) -> list[Any]:
+    encoded = sio_packet.Packet(sio_packet.EVENT, namespace="/", data=[event, *args]).encode()
+    return encoded if isinstance(encoded, list) else [encoded]
+
+
+def encode_event(event: str, args: tuple[Any, ...]) -> list[eio_packet.Packet]:
     """One Socket.IO event as the Engine.IO packets every recipient can share."""
-    pkt = sio_packet.Packet(sio_packet.EVENT, namespace=namespace, data=[event, *args])
-    encoded = pkt.encode()
-    if not isinstance(encoded, list):
-        encoded = [encoded]
-    return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+    return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in _encoded_parts(event, args)]
 
 
 def encode_frame(event: str, args: tuple[Any, ...], frame_bytes: int) -> list[eio_packet.Packet]:
-    pkt = sio_packet.Packet(sio_packet.EVENT, namespace="/", data=[event, *args])
-    encoded = pkt.encode()
-    if not isinstance(encoded, list):
-        encoded = [encoded]
-    head = FramePacket(eio_packet.MESSAGE, encoded[0])
-    head.parts = len(encoded)
-    return [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded[1:]]
+    """A data frame: like encode_event, with a droppable head that knows the frame's size and parts."""
+    parts = _encoded_parts(event, args)
+    head = FramePacket(eio_packet.MESSAGE, parts[0])
+    head.parts = len(parts)
+    head.frame_bytes = frame_bytes
+    return [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts[1:]]
 
 
 async def _fast_poll(self: AsyncSocket) -> list[Any]:
