@@ -6,7 +6,6 @@ all in one place (`orchestrator serve --help` lists them).
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,3 @@ class Settings:
 
     def trusted(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.trusted_networks]
-
-    def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **changes)
