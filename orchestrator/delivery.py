@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -26,9 +27,11 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
+from .inbound import Inbox
 from .model import Note
 from .settings import Settings
 from .stats import Stats
+from .wire import DirectSink, wire_bytes, wire_parts
 
 log = logging.getLogger("orchestrator.delivery")
 
@@ -38,11 +41,18 @@ class FramePacket(eio_packet.Packet):
 
     parts: int = 1
     frame_bytes: int
+    frame_wire: tuple[bytes, ...]  # WebSocket frames of all its packets, written at once when nothing waits
     queued_at: float = 0.0  # monotonic time the frame was queued (the same for every recipient)
 
 
 class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
-    """An Engine.IO outgoing queue that knows how many bytes and data frames it holds."""
+    """An Engine.IO outgoing queue that knows how many bytes and data frames it holds.
+
+    On a WebSocket connection served by uvicorn it also has a `sink`: a packet is then written to
+    the transport at once when nothing is waiting before it, and only waits here while the
+    transport is above its high-water mark (the client reads slower than it is sent to), which is
+    where the data budgets apply.
+    """
 
     def _init(self, maxsize: int) -> None:
         self._queue: collections.deque[Any] = collections.deque()
@@ -50,6 +60,19 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
         self.bytes = 0
         self.data_frames = 0
         self.data_bytes = 0
+        self.sink: DirectSink | None = None
+        self.holding = False  # the writer has taken a packet it has not yet written
+
+    def direct(self) -> bool:
+        """True when a packet put now may be written at once without overtaking a waiting one."""
+        sink = self.sink
+        return sink is not None and not self._queue and not self.holding and sink.ready()
+
+    def put_nowait(self, item: Any) -> None:
+        if item is not None and self.direct():
+            self.sink.write(wire_bytes(item))  # type: ignore[union-attr]
+            return
+        super().put_nowait(item)
 
     def _put(self, item: Any) -> None:
         self._queue.append(item)
@@ -67,6 +90,9 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     def put_frame(self, packets: list[eio_packet.Packet], frame_bytes: int) -> None:
         head = packets[0]
+        if self.direct():
+            self.sink.write_parts(head.frame_wire)  # type: ignore[attr-defined,union-attr]
+            return
         for pkt in packets:
             self.put_nowait(pkt)
         self.frames.append(head)
@@ -119,7 +145,9 @@ def encode_frame(event: str, args: tuple[Any, ...], frame_bytes: int) -> list[ei
     head = FramePacket(eio_packet.MESSAGE, parts[0])
     head.parts = len(parts)
     head.frame_bytes = frame_bytes
-    return [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts[1:]]
+    packets = [head] + [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts[1:]]
+    head.frame_wire = tuple(part for pkt in packets for part in wire_parts(pkt))
+    return packets
 
 
 async def _fast_poll(self: AsyncSocket) -> list[Any]:
@@ -159,30 +187,23 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
     """The read and write loops of a connection that starts as a WebSocket (the Unity client's).
 
     Engine.IO's loop wraps every incoming message in a new task and asyncio.wait_for; here each
-    message is awaited directly under a timeout context. Upgrades from polling keep Engine.IO's loop.
+    message is awaited directly under a timeout context. Outgoing packets are written straight to
+    the transport when uvicorn serves the connection (see `MeteredQueue`); the writer task only
+    sends what had to wait. Upgrades from polling keep Engine.IO's loop.
     """
     if self.connected:
         return await _upgrade_handler(self, ws)
     self.connected = True
     self.upgraded = True
     server = self.server
-
-    async def write() -> None:
-        while True:
-            try:
-                packets = await self.poll()
-            except eio_exceptions.QueueEmpty:
-                break
-            if not packets:
-                break
-            try:
-                for pkt in packets:
-                    await ws.send(pkt.encode())
-            except Exception:  # the peer is gone; the read loop notices too
-                break
-        await ws.close()
-
-    writer = asyncio.ensure_future(write())
+    queue: MeteredQueue = self.queue
+    sink = DirectSink.of(ws)
+    writer = asyncio.ensure_future(_flush_waiting(queue, sink) if sink else _send_through_asgi(self, ws))
+    inbox = None
+    if sink is not None:
+        queue.sink = sink
+        delivery: Delivery | None = getattr(server, "delivery", None)
+        inbox = delivery.inbox_for(self, sink.protocol) if delivery is not None else None
     timeout = server.ping_interval + server.ping_timeout
     limit = server.max_http_buffer_size
     while True:
@@ -193,6 +214,8 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
             break
         if data is None or len(data) > limit:
             break
+        if inbox is not None:
+            inbox.busy = True  # messages parsed meanwhile must wait their turn
         try:
             await self.receive(eio_packet.Packet(encoded_packet=data))
         except eio_exceptions.UnknownPacketError:
@@ -201,9 +224,55 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
             break
         except Exception:
             log.exception("receive error on %s", self.sid)
-    await self.queue.put(None)  # ends the writer once it has sent what is queued
+        finally:
+            if inbox is not None:
+                inbox.busy = False
+    queue.put_nowait(None)  # ends the writer once it has sent what is waiting
+    if sink is not None and not sink.writable.is_set():
+        sink.abort()  # the peer stopped reading: what waits would never be sent
     await writer
+    if sink is None or sink.ready():
+        await ws.close()
     await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+async def _flush_waiting(queue: MeteredQueue, sink: DirectSink) -> None:
+    """Write what waited for the transport to drain, in order, as soon as it has drained."""
+    while True:
+        pkt = await queue.get()
+        queue.task_done()
+        queue.holding = True
+        try:
+            if pkt is None:
+                return
+            await sink.writable.wait()  # uvicorn sets it when the transport drains or is lost
+            if not sink.ready():
+                return
+            sink.write(wire_bytes(pkt))
+            while queue._queue and sink.ready():
+                pkt = queue.get_nowait()
+                queue.task_done()
+                if pkt is None:
+                    return
+                sink.write(wire_bytes(pkt))
+        finally:
+            queue.holding = False
+
+
+async def _send_through_asgi(sock: AsyncSocket, ws: Any) -> None:
+    """The writer for servers other than uvicorn's websockets-sansio: every packet through ASGI."""
+    while True:
+        try:
+            packets = await sock.poll()
+        except eio_exceptions.QueueEmpty:
+            break
+        if not packets:
+            break
+        try:
+            for pkt in packets:
+                await ws.send(pkt.encode())
+        except Exception:  # the peer is gone; the read loop notices too
+            break
 
 
 def install_fast_paths() -> None:
@@ -217,8 +286,34 @@ class Delivery:
         self.settings = settings
         self.stats = stats
         self._queues: dict[str, tuple[str, MeteredQueue]] = {}  # user id -> (sid, queue)
+        # event name -> synchronous handler (sid, args) -> ack body, run as soon as the event is parsed
+        self.fast_events: dict[str, Callable[[str, list[Any]], Any]] = {}
         sio.eio.create_queue = lambda *a, **kw: MeteredQueue()  # type: ignore[method-assign]
+        sio.eio.delivery = self  # found by the WebSocket handler, which runs on Engine.IO's socket
         install_fast_paths()
+
+    def inbox_for(self, sock: AsyncSocket, protocol: Any) -> Inbox | None:
+        """Hand `fast_events` to the socket's WebSocket protocol as they are parsed (see inbound.py)."""
+        if not self.fast_events or not Inbox.supported(protocol):
+            return None
+        sio = self.sio
+        eio_sid = sock.sid
+        fast_events = self.fast_events
+        binary_waiting = sio._binary_packet  # Socket.IO's headers waiting for their attachments
+
+        def handle(name: str, args: list[Any], ack_id: str) -> bool:
+            sid = sio.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is None:
+                return False
+            reply = fast_events[name](sid, args)
+            if ack_id and not sock.closed:
+                ack = sio_packet.Packet(sio_packet.ACK, namespace="/", data=[] if reply is None else [reply],
+                                        id=int(ack_id)).encode()
+                sock.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, ack))
+            return True
+
+        return Inbox(protocol, handle, fast_events, self.sio.eio.max_http_buffer_size,
+                     lambda: eio_sid in binary_waiting)
 
     def attach(self, user_id: str, sid: str) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")

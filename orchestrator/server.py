@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import inspect
 import ipaddress
 import logging
 import uuid
@@ -302,11 +303,36 @@ class App:
         return handle
 
     def _event_handler(self, name: str, fn: EventFn) -> Handler:
+        """The Socket.IO handler of an event; a synchronous one is also offered to the WebSocket
+        read path (`Delivery.fast_events`), which calls it as soon as the event is parsed."""
         events_in = self.stats.events_in
         rejected = self.stats.rejected
         metered = name != Ev.SEND_DATA  # SendData is metered in bytes by its handler
 
-        async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
+        def refuse(conn: Conn, exc: CommandError) -> dict[str, Any]:
+            rejected[f"{name}:{int(exc.code)}"] += 1
+            self.refused(conn, name, exc)
+            return envelope(exc.code, detail=exc.detail)
+
+        if inspect.iscoroutinefunction(fn):
+            async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
+                conn = self.conns.get(sid)
+                if conn is None:
+                    return None
+                events_in[name] += 1
+                try:
+                    if metered and not conn.commands.take():
+                        raise CommandError(Err.RATE_LIMITED)
+                    body = await fn(self, conn, args)
+                except CommandError as exc:
+                    return refuse(conn, exc)
+                except Exception:
+                    log.exception("event %s from %s failed", name, conn.user_id or sid)
+                    return envelope(Err.INTERNAL_ERROR)
+                return body if body is OK_EMPTY else envelope(Err.OK, body)
+            return handle
+
+        def handle_now(sid: str, args: tuple[Any, ...] | list[Any]) -> dict[str, Any] | None:
             conn = self.conns.get(sid)
             if conn is None:
                 return None
@@ -314,16 +340,19 @@ class App:
             try:
                 if metered and not conn.commands.take():
                     raise CommandError(Err.RATE_LIMITED)
-                body = await fn(self, conn, args)
+                body = fn(self, conn, tuple(args))
             except CommandError as exc:
-                rejected[f"{name}:{int(exc.code)}"] += 1
-                self.refused(conn, name, exc)
-                return envelope(exc.code, detail=exc.detail)
+                return refuse(conn, exc)
             except Exception:
                 log.exception("event %s from %s failed", name, conn.user_id or sid)
                 return envelope(Err.INTERNAL_ERROR)
-            return body if body is OK_EMPTY else envelope(Err.OK, body)
-        return handle
+            return body if body is OK_EMPTY else envelope(Err.OK, body)  # type: ignore[arg-type]
+
+        async def handle_later(sid: str, *args: Any) -> dict[str, Any] | None:
+            return handle_now(sid, args)
+
+        self.delivery.fast_events[name] = handle_now
+        return handle_later
 
     def _log_context(self, conn: Conn) -> tuple[str | None, str | None]:
         user = self.model.users.get(conn.user_id) if conn.user_id else None

@@ -49,7 +49,9 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 CommandFn = Callable[[Context], Awaitable[dict[str, Any]]]
-EventFn = Callable[["App", "Conn", tuple[Any, ...]], Awaitable[dict[str, Any] | None]]
+# An event handler; a synchronous one (for hot events such as SendData) may run as soon as the
+# event is parsed, before the connection's reader sees it.
+EventFn = Callable[["App", "Conn", tuple[Any, ...]], Awaitable[dict[str, Any] | None] | dict[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)

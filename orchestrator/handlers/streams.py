@@ -69,7 +69,7 @@ async def unregister(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, A
 
 
 @event(Ev.SEND_DATA)
-async def send_data(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
+def send_data(app: App, conn: Conn, args: tuple[Any, ...]) -> dict[str, Any]:
     user_id = conn.user_id
     if user_id is None:
         raise CommandError(Err.NOT_LOGGED_IN)

@@ -223,3 +223,42 @@ async def test_s10_one_name_on_both_processes(pair, connect):
     assert await second.get_user_data(first.user_id) == {"representation": 1}
     await asyncio.gather(first.leave_session(), second.leave_session())
     await same_state(first, second)
+
+
+async def test_data_sent_right_after_leaving_waits_for_the_leave(pair, connect):
+    """LeaveSession goes through the shared log, so the connection's reader awaits it; a SendData that
+    arrives meanwhile (in the same segment, or while the store is slow) must wait for it rather than
+    be handled on the spot, so nobody receives it."""
+    import redis.asyncio as aioredis
+    from rawclient import RawClient
+
+    receiver = await connect(pair.a.url, "receiver")
+    sender = await RawClient.connect(pair.a.ws_url)
+    store = aioredis.from_url(pair.state)
+    try:
+        sender_id = (await sender.command("Login", {"userName": "sender"}))["body"]["userId"]
+        session = await receiver.add_session("s")
+        kind = f"{sender_id}.pointcloud#0"
+        protocol = sender.ws.protocol
+        for store_pause_ms in (0, 400):
+            await sender.command("JoinSession", {"sessionId": session["sessionId"]})
+            await updated(receiver, "USER_JOINED_SESSION")
+            await receiver.register_for_data_stream(sender_id, kind)
+            protocol.send_text(b'42["LeaveSession",{}]')
+            if store_pause_ms:  # the leave waits for the store while the data frame arrives
+                await store.execute_command("CLIENT", "PAUSE", str(store_pause_ms), "WRITE")
+                sender.ws.transport.write(b"".join(protocol.data_to_send()))
+                await asyncio.sleep(store_pause_ms / 4000)
+            protocol.send_text(f'451-["SendData","{kind}",{{"_placeholder":true,"num":0}}]'.encode())
+            protocol.send_binary(b"sent after leaving")
+            sender.ws.transport.write(b"".join(protocol.data_to_send()))
+            seen = []
+            while not seen or seen[-1][0] != "SessionUpdated":
+                seen.append(await receiver.next_event(timeout_s=5))
+            assert [name for name, _ in seen] == ["SessionUpdated"]  # no DataReceived before the leave
+            assert seen[0][1][0]["eventId"] == "USER_LEFT_SESSION"
+            with pytest.raises(TimeoutError):
+                await receiver.next_event("DataReceived", timeout_s=0.5)  # nor after it
+    finally:
+        await sender.close()
+        await store.aclose()

@@ -16,13 +16,13 @@ from orchestrator.delivery import MeteredQueue
 SCENARIO = {"scenarioId": "s", "scenarioName": "s", "scenarioDescription": ""}
 
 
-async def pair(url_or_server, receiver_raw: bool = True):
+async def pair(url_or_server, receiver_max_queue: int = 16):
     """A sender (client library) and a raw receiver registered for its stream, in one session."""
     sender = OrchestratorClient(url_or_server.url)
     await sender.connect()
     await sender.login("sender")
     session = await sender.add_session("s")
-    receiver = await RawClient.connect(url_or_server.ws_url)
+    receiver = await RawClient.connect(url_or_server.ws_url, max_queue=receiver_max_queue)
     await receiver.command("Login", {"userName": "receiver"})
     await receiver.command("JoinSession", {"sessionId": session["sessionId"]})
     kind = f"{sender.user_id}.pointcloud#0"
@@ -94,7 +94,7 @@ async def test_stale_frames_give_way_to_newer_ones(server_factory):
     srv = server_factory("--data-max-age-s", "0.3", "--data-queue-frames", "1000",
                          "--data-queue-bytes", str(1 << 30), "--data-rate-bytes", str(1 << 30),
                          "--data-burst-bytes", str(1 << 30))
-    sender, stalled, _, kind = await pair(srv)
+    sender, stalled, _, kind = await pair(srv, receiver_max_queue=1)  # its library holds one frame
     for i in range(30):  # 30 MB, 1 MB every 50 ms, to a client that is not reading
         await sender.send_data(kind, i.to_bytes(8, "little") + b"\x33" * 1_000_000)
         await asyncio.sleep(0.05)

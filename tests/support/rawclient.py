@@ -19,8 +19,9 @@ class RawClient:
     inbox: list[Any] = field(default_factory=list)  # events received while waiting for something else
 
     @classmethod
-    async def connect(cls, url: str) -> RawClient:
-        ws = await websockets.connect(url, max_size=None, compression=None)
+    async def connect(cls, url: str, max_queue: int = 16) -> RawClient:
+        """`max_queue`: messages the client library buffers before it stops reading the socket."""
+        ws = await websockets.connect(url, max_size=None, compression=None, max_queue=max_queue)
         opening = await ws.recv()
         assert opening.startswith("0"), opening
         info = json.loads(opening[1:])
