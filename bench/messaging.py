@@ -50,6 +50,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     add("--server-pid", type=int, help="its pid, for CPU and RSS figures")
     add("--server-cmd", help="command to start instead of `orchestrator serve`, with {host} and {port}")
     add("--no-baseline", action="store_true", help="skip the bare relay rows")
+    add("--relay-direct", action="store_true",
+        help="baseline: the relay with the orchestrator's transport shortcuts (bare_relay --direct)")
     add("--pin", action="store_true", help="pin the server to one CPU and the generator to the others")
     add("--profile", action="store_true", help="sample the server with py-spy if it is installed")
     add("--host", default="127.0.0.1", help="where started servers listen (default 127.0.0.1)")
@@ -72,7 +74,8 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return Plan(rows=rows if rows is not None else TABLE_ROWS if args.table else [100],
                 idle=args.idle if args.idle is not None else TABLE_IDLE if args.table else 0,
                 template=template, host=args.host, server_url=args.server_url, server_pid=args.server_pid,
-                server_cmd=args.server_cmd, baseline=not args.no_baseline, pin=args.pin,
+                server_cmd=args.server_cmd, baseline=not args.no_baseline, relay_direct=args.relay_direct,
+                pin=args.pin,
                 processes=args.processes, probe_interval=args.probe_interval, repeat=args.repeat,
                 profile=args.profile, log_dir=args.log_dir)
 
@@ -94,7 +97,7 @@ def measure(args: argparse.Namespace) -> dict | None:
         return None
     code_after = source_state()
     settings = {"load": asdict(plan.template), "repeat": plan.repeat, "pin": plan.pin,
-                "probe_interval": plan.probe_interval}
+                "probe_interval": plan.probe_interval, "relay": "direct" if plan.relay_direct else "asgi"}
     doc = document(rows, settings, shlex.join(["python", *main_argv()]), started)
     doc["code"] = code if code == code_after else f"CHANGED during the run: from {code} to {code_after}"
     if args.json:

@@ -5,7 +5,13 @@ generator uses with canned acks and forwards every SendData frame pair to the re
 subscribers, with no validation, no model and no queues. Whatever the orchestrator costs above
 this is the price of its logic, so the ratio survives a noisy machine.
 
-    python -m bench.loadgen.bare_relay --host 127.0.0.1 --port 8090
+By default every message goes through ASGI, as in any ASGI app. With `--direct` the relay takes
+the transport shortcuts the orchestrator's data path takes (orchestrator/inbound.py, wire.py):
+SendData is read from uvicorn's protocol as each message is parsed and the DataReceived frames,
+framed once, are written straight to each subscriber's transport. Against the default relay the
+ratio prices the orchestrator against a plain ASGI relay; against `--direct`, its logic alone.
+
+    python -m bench.loadgen.bare_relay --host 127.0.0.1 --port 8090 [--direct]
 """
 
 from __future__ import annotations
@@ -33,6 +39,28 @@ class Conn:
         self.user_id = f"u{next(_ids)}"
         self.session: dict | None = None
         self.streams: list[tuple[str, str]] = []
+        self.protocol = None  # uvicorn's protocol, with --direct
+        self.waiting = 0  # pairs handed to ASGI because the transport was full; later ones queue behind
+        self.later: set[asyncio.Future] = set()
+
+    def write_pair(self, parts: tuple[bytes, ...], text: str, payload: bytes) -> None:
+        """--direct: the framed pair straight to the transport, or through ASGI while it is full."""
+        protocol = self.protocol
+        if self.waiting or not protocol.writable.is_set() or protocol.close_sent \
+                or protocol.transport.is_closing():
+            self.waiting += 1
+            task = asyncio.ensure_future(self._pair_later(text, payload))
+            self.later.add(task)
+            task.add_done_callback(self.later.discard)
+        else:
+            protocol.transport.writelines(parts)
+
+    async def _pair_later(self, text: str, payload: bytes) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await self.pair(text, payload)
+        finally:
+            self.waiting -= 1
 
     async def text(self, text: str) -> None:
         async with self.lock:
@@ -47,7 +75,8 @@ class Conn:
 class Relay:
     """Users, sessions and subscriptions as plain dicts; enough to route, nothing more."""
 
-    def __init__(self) -> None:
+    def __init__(self, direct: bool = False) -> None:
+        self.direct = direct
         self.users: dict[str, Conn] = {}
         self.sessions: dict[str, dict] = {}
         self.subscribers: dict[tuple[str, str], list[Conn]] = defaultdict(list)
@@ -65,6 +94,8 @@ class Relay:
         await send({"type": "websocket.accept"})
         conn = Conn(send)
         self.users[conn.user_id] = conn
+        if self.direct:
+            self.take_data_as_parsed(conn, send.__self__)
         pinger = asyncio.create_task(self.ping(conn))
         stream = ""
         try:
@@ -113,6 +144,41 @@ class Relay:
         for subscriber in self.subscribers.get(key, ()):
             with contextlib.suppress(Exception):
                 await subscriber.pair(header, payload)
+
+    def take_data_as_parsed(self, conn: Conn, protocol) -> None:
+        """--direct: SendData pairs are forwarded from uvicorn's per-message hook; the rest goes to ASGI."""
+        conn.protocol = protocol
+        to_app = protocol.send_receive_event_to_app
+        stream = ""
+
+        def on_message() -> None:
+            nonlocal stream
+            frames = protocol.frames
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            if protocol.curr_msg_data_type == "text":
+                if data.startswith(b'451-["SendData",'):
+                    stream = wire.loads(wire.attachments(data.decode())[1])[1]
+                    protocol.frames = []
+                    return
+            elif stream:
+                self.forward_now(conn, stream, data)
+                stream = ""
+                protocol.frames = []
+                return
+            to_app()
+
+        protocol.send_receive_event_to_app = on_message
+
+    def forward_now(self, conn: Conn, stream: str, payload: bytes) -> None:
+        key = (conn.user_id, stream)
+        header = self.headers.get(key) or self.headers.setdefault(
+            key, wire.binary_event("DataReceived", conn.user_id, stream)
+        )
+        encoded = header.encode()
+        parts = (wire.ws_frame_head(len(encoded), binary=False), encoded,
+                 wire.ws_frame_head(len(payload), binary=True), payload)
+        for subscriber in self.subscribers.get(key, ()):
+            subscriber.write_pair(parts, header, payload)
 
     async def handle(self, conn: Conn, ack_id: str, body: str) -> None:
         name, *args = wire.loads(body)
@@ -173,9 +239,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--direct", action="store_true",
+                        help="forward SendData from uvicorn's parser straight to the transports")
     args = parser.parse_args()
     uvicorn.run(
-        Relay(),
+        Relay(direct=args.direct),
         host=args.host,
         port=args.port,
         lifespan="off",
@@ -184,6 +252,7 @@ def main() -> None:
         ws_per_message_deflate=False,
         ws_max_size=MAX_FRAME,
         backlog=4096,
+        ws="websockets-sansio",
     )
 
 

@@ -97,6 +97,16 @@ def document(results: list[dict], settings: dict, command: str, started: datetim
             "settings": settings, "rows": results}
 
 
+RELAYS = {
+    "asgi": "Baseline (`bare relay` rows): `bench/loadgen/bare_relay.py`, a plain ASGI relay on uvicorn "
+            "with canned command answers; every message goes through ASGI's receive and send.",
+    "direct": "Baseline (`bare relay` rows): `bench/loadgen/bare_relay.py --direct`, the relay with the "
+              "transport shortcuts the orchestrator's data path takes (SendData taken from uvicorn's "
+              "parser, frames written straight to the transports), so the ratios price the "
+              "orchestrator's logic alone.",
+}
+
+
 def render(doc: dict) -> str:
     t, settings = doc["settings"]["load"], doc["settings"]
     rows = combined(doc["rows"])
@@ -118,6 +128,8 @@ def render(doc: dict) -> str:
         "to fit N. "
         + (f"Each row combines {runs} runs: medians, counts summed over the runs, the p99 of each run "
            "listed (every figure of every run is in the JSON)." if runs > 1 else ""),
+        "",
+        RELAYS[settings.get("relay", "asgi")],
         "",
         DEFINITIONS,
         "",

@@ -78,8 +78,9 @@ def orchestrator_argv(host: str, port: int, template: str | None = None) -> list
     return [str(script) if script.exists() else "orchestrator", "serve", "--host", host, "--port", str(port)]
 
 
-def relay_argv(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "bench.loadgen.bare_relay", "--host", host, "--port", str(port)]
+def relay_argv(host: str, port: int, direct: bool = False) -> list[str]:
+    return [sys.executable, "-m", "bench.loadgen.bare_relay", "--host", host, "--port", str(port),
+            *(["--direct"] if direct else [])]
 
 
 def pin(pid: int, cpus: list[int]) -> None:

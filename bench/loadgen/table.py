@@ -28,6 +28,7 @@ class Plan:
     server_pid: int | None = None
     server_cmd: str | None = None
     baseline: bool = True
+    relay_direct: bool = False  # the relay with the orchestrator's transport shortcuts (bare_relay --direct)
     pin: bool = False
     processes: int = 0  # 0 = one generator process per 2000 clients, at most nproc
     probe_interval: float = 0.1
@@ -64,7 +65,7 @@ async def server(
         return
     port = free_port(plan.host)
     if target == RELAY:
-        argv, env = relay_argv(plan.host, port), None
+        argv, env = relay_argv(plan.host, port, plan.relay_direct), None
     else:
         argv = orchestrator_argv(plan.host, port, plan.server_cmd)
         env = orchestrator_env(clients, plan.template.session_size, plan.log_dir)

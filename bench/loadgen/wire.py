@@ -19,6 +19,16 @@ HEADER = struct.Struct("<qII")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def ws_frame_head(size: int, binary: bool) -> bytes:
+    """Header of an unmasked, unfragmented WebSocket frame (what a server sends)."""
+    first = 0x82 if binary else 0x81
+    if size < 126:
+        return bytes((first, size))
+    if size < 65536:
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
+
+
 def event(name: str, *args: object, ack_id: int | None = None) -> str:
     """`42[id][name, ...args]`: an event, acknowledged when ack_id is given."""
     return f"42{'' if ack_id is None else ack_id}{_dumps([name, *args])}"

@@ -60,3 +60,18 @@ def test_ten_clients_against_orchestrator_and_relay(bench_run, tmp_path):
     assert "## Orchestrator / bare relay" in markdown
     assert bench_run("--from-json", str(report), "--out", str(again))[0] == 0
     assert again.read_text() == markdown
+
+
+@pytest.mark.timeout(20)
+def test_direct_relay_baseline_forwards_and_is_named(bench_run, tmp_path):
+    """`--relay-direct`: the relay takes SendData from uvicorn's parser and writes frames itself."""
+    report, table = tmp_path / "rows.json", tmp_path / "table.md"
+    status, output = bench_run("--clients", "10", "--duration", "2", "--warmup", "0", "--drain", "0.5",
+                               "--probe-interval", "0.05", "--log-dir", str(tmp_path), "--json", str(report),
+                               "--out", str(table), "--relay-direct")
+    assert status == 0, output
+    doc = json.loads(report.read_text())
+    assert doc["settings"]["relay"] == "direct"
+    relay = next(r for r in doc["rows"] if r["target"] == "bare relay")
+    assert relay["error_count"] == 0 and 0 < relay["delivered"] <= relay["expected"]
+    assert "bare_relay.py --direct" in table.read_text()
