@@ -1,10 +1,13 @@
-"""Getting events to clients: encode once, enqueue to every recipient, bound what waits.
+"""Getting events to clients: encode once, write or enqueue for every recipient, bound what waits.
 
 python-socketio's emit creates a task per recipient and encodes per call, and Engine.IO's
 per-client queue is unbounded, so one client that stops reading would grow the server without
-limit. Here every packet is encoded once, put straight on each recipient's Engine.IO queue
-(a `MeteredQueue` that counts bytes), data frames (SendData) get a per-recipient budget with
-oldest-first dropping, and a client whose queue passes a hard limit is disconnected.
+limit. Here every packet is encoded once and given to each recipient's Engine.IO queue (a
+`MeteredQueue` that counts bytes). On a WebSocket served by uvicorn the queue writes the packet's
+frame straight to the transport while the transport drains (see wire.py), so packets wait in it only
+for a client that reads slower than it is sent to; there data frames (SendData) get a per-recipient
+budget with oldest-first and stale dropping, and a client whose queue passes a hard limit is
+disconnected. Incoming SendData is handled as uvicorn parses it (see inbound.py).
 
 Relies on python-engineio internals, covered by tests: `AsyncServer.create_queue` (the factory every
 socket's outgoing queue comes from), `AsyncServer.sockets` (eio sid -> socket), and two methods of

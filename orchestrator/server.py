@@ -15,7 +15,7 @@ import inspect
 import ipaddress
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,16 @@ class Conn:
         if self.user_id is None:
             raise CommandError(Err.NOT_LOGGED_IN)
         return self.user_id
+
+
+def run_now(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """The result of a coroutine that finishes without suspending (a handler with nothing to await)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a handler run on the read path suspended")
 
 
 def host_without_port(host_header: str) -> str:
@@ -303,36 +313,14 @@ class App:
         return handle
 
     def _event_handler(self, name: str, fn: EventFn) -> Handler:
-        """The Socket.IO handler of an event; a synchronous one is also offered to the WebSocket
-        read path (`Delivery.fast_events`), which calls it as soon as the event is parsed."""
+        """The Socket.IO handler of an event. A synchronous `fn` never suspends it, so it is also
+        offered to the WebSocket read path (`Delivery.fast_events`), which runs it as soon as the
+        event is parsed."""
         events_in = self.stats.events_in
         rejected = self.stats.rejected
         metered = name != Ev.SEND_DATA  # SendData is metered in bytes by its handler
 
-        def refuse(conn: Conn, exc: CommandError) -> dict[str, Any]:
-            rejected[f"{name}:{int(exc.code)}"] += 1
-            self.refused(conn, name, exc)
-            return envelope(exc.code, detail=exc.detail)
-
-        if inspect.iscoroutinefunction(fn):
-            async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
-                conn = self.conns.get(sid)
-                if conn is None:
-                    return None
-                events_in[name] += 1
-                try:
-                    if metered and not conn.commands.take():
-                        raise CommandError(Err.RATE_LIMITED)
-                    body = await fn(self, conn, args)
-                except CommandError as exc:
-                    return refuse(conn, exc)
-                except Exception:
-                    log.exception("event %s from %s failed", name, conn.user_id or sid)
-                    return envelope(Err.INTERNAL_ERROR)
-                return body if body is OK_EMPTY else envelope(Err.OK, body)
-            return handle
-
-        def handle_now(sid: str, args: tuple[Any, ...] | list[Any]) -> dict[str, Any] | None:
+        async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
             conn = self.conns.get(sid)
             if conn is None:
                 return None
@@ -340,19 +328,21 @@ class App:
             try:
                 if metered and not conn.commands.take():
                     raise CommandError(Err.RATE_LIMITED)
-                body = fn(self, conn, tuple(args))
+                body = fn(self, conn, args)
+                if inspect.isawaitable(body):
+                    body = await body
             except CommandError as exc:
-                return refuse(conn, exc)
+                rejected[f"{name}:{int(exc.code)}"] += 1
+                self.refused(conn, name, exc)
+                return envelope(exc.code, detail=exc.detail)
             except Exception:
                 log.exception("event %s from %s failed", name, conn.user_id or sid)
                 return envelope(Err.INTERNAL_ERROR)
-            return body if body is OK_EMPTY else envelope(Err.OK, body)  # type: ignore[arg-type]
+            return body if body is OK_EMPTY else envelope(Err.OK, body)
 
-        async def handle_later(sid: str, *args: Any) -> dict[str, Any] | None:
-            return handle_now(sid, args)
-
-        self.delivery.fast_events[name] = handle_now
-        return handle_later
+        if not inspect.iscoroutinefunction(fn):
+            self.delivery.fast_events[name] = lambda sid, args: run_now(handle(sid, *args))
+        return handle
 
     def _log_context(self, conn: Conn) -> tuple[str | None, str | None]:
         user = self.model.users.get(conn.user_id) if conn.user_id else None
