@@ -113,7 +113,7 @@ def render(doc: dict) -> str:
     load, idle = [r for r in rows if not r["idle"]], [r for r in rows if r["idle"]]
     runs = settings["repeat"]
     out = [
-        "# Messaging benchmark",
+        "# Messaging benchmark" + (" against the direct relay" if settings.get("relay") == "direct" else ""),
         "",
         f"Command: `{doc['command']}`  ",
         f"Date: {doc['started']}  ",
