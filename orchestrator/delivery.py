@@ -65,6 +65,7 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
         self.data_bytes = 0
         self.sink: DirectSink | None = None
         self.holding = False  # the writer has taken a packet it has not yet written
+        self.discarding = False  # the connection is gone: nothing put here would ever be sent
 
     def direct(self) -> bool:
         """True when a packet put now may be written at once without overtaking a waiting one."""
@@ -72,10 +73,20 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
         return sink is not None and not self._queue and not self.holding and sink.ready()
 
     def put_nowait(self, item: Any) -> None:
+        if self.discarding:
+            return
         if item is not None and self.direct():
             self.sink.write(wire_bytes(item))  # type: ignore[union-attr]
             return
         super().put_nowait(item)
+
+    def discard(self) -> None:
+        """Drop what waits and whatever comes later, so that Engine.IO's close (which waits for the
+        queue to empty) returns once the connection is gone."""
+        self.discarding = True
+        while self._queue:
+            self.get_nowait()
+            self.task_done()
 
     def _put(self, item: Any) -> None:
         self._queue.append(item)
@@ -93,6 +104,8 @@ class MeteredQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     def put_frame(self, packets: list[eio_packet.Packet], frame_bytes: int) -> None:
         head = packets[0]
+        if self.discarding:
+            return
         if self.direct():
             self.sink.write_parts(head.frame_wire)  # type: ignore[attr-defined,union-attr]
             return
@@ -203,9 +216,9 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
     sink = DirectSink.of(ws)
     writer = asyncio.ensure_future(_flush_waiting(queue, sink) if sink else _send_through_asgi(self, ws))
     inbox = None
+    delivery: Delivery | None = getattr(server, "delivery", None)
     if sink is not None:
         queue.sink = sink
-        delivery: Delivery | None = getattr(server, "delivery", None)
         inbox = delivery.inbox_for(self, sink.protocol) if delivery is not None else None
     timeout = server.ping_interval + server.ping_timeout
     limit = server.max_http_buffer_size
@@ -221,8 +234,9 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
             inbox.busy = True  # messages parsed meanwhile must wait their turn
         try:
             await self.receive(eio_packet.Packet(encoded_packet=data))
-        except eio_exceptions.UnknownPacketError:
-            pass
+        except (eio_exceptions.UnknownPacketError, ValueError) as exc:  # not an Engine.IO packet
+            if delivery is not None:
+                delivery.on_malformed(self.sid, exc)
         except eio_exceptions.SocketIsClosedError:
             break
         except Exception:
@@ -236,6 +250,8 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
     await writer
     if sink is None or sink.ready():
         await ws.close()
+    if sink is not None:
+        queue.discard()
     await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
 
@@ -250,6 +266,7 @@ async def _flush_waiting(queue: MeteredQueue, sink: DirectSink) -> None:
                 return
             await sink.writable.wait()  # uvicorn sets it when the transport drains or is lost
             if not sink.ready():
+                queue.discard()
                 return
             sink.write(wire_bytes(pkt))
             while queue._queue and sink.ready():
@@ -291,6 +308,8 @@ class Delivery:
         self._queues: dict[str, tuple[str, MeteredQueue]] = {}  # user id -> (sid, queue)
         # event name -> synchronous handler (sid, args) -> ack body, run as soon as the event is parsed
         self.fast_events: dict[str, Callable[[str, list[Any]], Any]] = {}
+        # (eio sid, error) for an incoming packet that cannot be decoded; the application counts it
+        self.on_malformed: Callable[[str, Exception], None] = lambda eio_sid, exc: None
         sio.eio.create_queue = lambda *a, **kw: MeteredQueue()  # type: ignore[method-assign]
         sio.eio.delivery = self  # found by the WebSocket handler, which runs on Engine.IO's socket
         install_fast_paths()
@@ -397,9 +416,25 @@ class Delivery:
             stats.data_bytes_out += frame_bytes
         return elsewhere
 
+    async def disconnect(self, sid: str) -> None:
+        """End a client's connection: Socket.IO's disconnect, then the WebSocket itself.
+
+        A client that stopped reading is cut at once (what waits for it would never arrive, and
+        Engine.IO's close waits for its queue to empty), and one that ignores the close packet does
+        not keep its connection open until the ping timeout."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        sock = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+        sink = getattr(getattr(sock, "queue", None), "sink", None)
+        if sink is not None and not sink.writable.is_set():
+            sink.abort()
+            sock.queue.discard()  # type: ignore[union-attr]
+        await self.sio.disconnect(sid)
+        if sink is not None and sink.ready():
+            await sink.close()
+
     def _overflow(self, user_id: str, sid: str, queue: MeteredQueue) -> None:
         log.warning("disconnecting user %s: %d bytes waiting to be sent (limit %d); it is not reading",
                     user_id, queue.bytes, self.settings.max_outgoing_bytes)
         self.stats.rejected["outgoing_overflow"] += 1
         self._queues.pop(user_id, None)
-        asyncio.get_running_loop().create_task(self.sio.disconnect(sid))
+        asyncio.get_running_loop().create_task(self.disconnect(sid))

@@ -109,6 +109,15 @@ class App:
         )
         self.stats = Stats()
         self.delivery = Delivery(self.sio, settings, self.stats)
+        self.delivery.on_malformed = self.malformed
+        decode_and_dispatch = self.sio.eio.handlers["message"]
+
+        async def on_message(eio_sid: str, data: Any) -> None:
+            try:
+                await decode_and_dispatch(eio_sid, data)
+            except ValueError as exc:  # a packet Socket.IO cannot decode; handlers never raise
+                self.malformed(eio_sid, exc)
+        self.sio.eio.on("message", on_message)
         self.streams: StreamsPort = streams or NoStreams()
         self.streams.on_replaced(self.worker_replaced)
         self.model = Model(sfu_data=self._sfu_data)
@@ -184,7 +193,7 @@ class App:
             return
         self._shut_down = True
         for sid in list(self.conns):
-            await self.sio.disconnect(sid)
+            await self.delivery.disconnect(sid)
         await self.streams.stop()
         if self.cluster is not None:
             await self.cluster.stop()
@@ -364,7 +373,18 @@ class App:
                         conn.user_id or conn.sid, conn.peer, conn.abuse.limit, conn.abuse.window_s,
                         name, exc.code)
             self.stats.rejected["abuse_disconnect"] += 1
-            asyncio.get_running_loop().create_task(self.sio.disconnect(conn.sid))
+            asyncio.get_running_loop().create_task(self.delivery.disconnect(conn.sid))
+
+    def malformed(self, eio_sid: str, exc: Exception) -> None:
+        """A packet Engine.IO or Socket.IO could not decode: a refused input like any other (counted,
+        logged at debug level, towards the abuse limit), not a traceback in the log for each one."""
+        self.stats.rejected["malformed_packet"] += 1
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        conn = self.conns.get(sid) if sid else None
+        if conn is not None:
+            self.refused(conn, "packet", CommandError(Err.INVALID_REQUEST, f"malformed: {str(exc)[:80]}"))
+        else:
+            log.debug("malformed packet from %s: %s", eio_sid, exc)
 
     def log_refusal(self, ctx: Context, exc: CommandError) -> None:
         log.debug("command from %s refused: %s", ctx.conn.user_id or ctx.conn.sid, exc)
@@ -525,7 +545,7 @@ class App:
                 conn.user_id = None
         await asyncio.sleep(0)  # let the SessionClosed notes reach the writers before the close
         for sid in list(self.conns):
-            await self.sio.disconnect(sid)
+            await self.delivery.disconnect(sid)
 
     def schedule_terminate(self) -> None:
         log.warning("operator requested termination")

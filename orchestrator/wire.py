@@ -14,6 +14,7 @@ server falls back to sending through ASGI.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -90,6 +91,11 @@ class DirectSink:
 
     def write_parts(self, parts: tuple[bytes, ...]) -> None:
         self.transport.writelines(parts)  # one system call for all, no copy into one buffer
+
+    async def close(self) -> None:
+        """The WebSocket closing handshake, through uvicorn (which also ends the connection's reader)."""
+        with contextlib.suppress(Exception):  # already closing or gone: nothing left to do
+            await self.protocol.send({"type": "websocket.close", "code": 1000})
 
     def abort(self) -> None:
         """Drop the connection: used when the peer stopped reading and there is nothing left to say."""

@@ -414,7 +414,7 @@ class RedisCluster:
             if conn.user_id is not None and gone(conn.user_id):
                 self.app.delivery.detach(conn.user_id)
                 conn.user_id = None
-                self._spawn(self.app.sio.disconnect(conn.sid))
+                self._spawn(self.app.delivery.disconnect(conn.sid))
 
     def _sweep(self) -> None:
         """Users of this node without a connection here (gone while the store was unreachable, or a

@@ -87,6 +87,11 @@ async def test_client_that_never_reads_is_disconnected(server_factory):
         info = await sender.get_session_info()
     assert info["sessionUsers"] == [sender.user_id]
     assert "not reading" in srv.log()
+    # Its TCP connection is closed by the server at once, not left open until a ping timeout.
+    server_process = psutil.Process(srv.proc.pid)
+    established = [c for c in server_process.net_connections("tcp")
+                   if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == srv.port]
+    assert len(established) == 1  # the sender's
     await sender.disconnect()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from orchestrator_process import start_server
@@ -156,3 +157,33 @@ async def _fuzz_once(server, command, data):
         assert (await client.command("GetOrchestratorVersion", {}))["error"] == 0
     finally:
         await client.close()
+
+
+async def test_undecodable_packets_are_refused_inputs_not_tracebacks(server_factory):
+    """Packets neither Engine.IO nor Socket.IO can decode cost one counted refusal each: no traceback
+    per packet in the log, and a client that keeps sending them is cut off like any other abuser."""
+    srv = server_factory("--abuse-limit", "12")
+    bystander = await RawClient.connect(srv.ws_url)
+    junker = await RawClient.connect(srv.ws_url)
+    await bystander.command("Login", {"userName": "calm"})
+    undecodable = ["4xyz", "49", "4[[[[[", "zzz", "42[1,2", "45x-[]"]
+    for frame in undecodable:
+        await junker.ws.send(frame)
+    assert (await junker.command("GetNTPTime", {}))["error"] == 0  # below the limit: still served
+    log = srv.log()
+    assert "Traceback" not in log and "handler error" not in log, log
+    for frame in undecodable:
+        await junker.ws.send(frame)
+    with pytest.raises(websockets.exceptions.ConnectionClosed):  # the twelfth refusal disconnects it
+        for _ in range(50):
+            await junker.recv_frame(timeout=5)
+    assert "refused inputs" in srv.log() and "Traceback" not in srv.log()
+    assert (await bystander.command("GetSessions", {}))["error"] == 0  # unaffected
+    metrics = (await asyncio.to_thread(_get, f"{srv.url}/metrics"))
+    assert 'orchestrator_rejected_inputs_total{reason="malformed_packet"} 12.0' in metrics
+
+
+def _get(url: str) -> str:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
