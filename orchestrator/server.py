@@ -329,6 +329,8 @@ class App:
         rejected = self.stats.rejected
         metered = name != Ev.SEND_DATA  # SendData is metered in bytes by its handler
 
+        awaited = inspect.iscoroutinefunction(fn)
+
         async def handle(sid: str, *args: Any) -> dict[str, Any] | None:
             conn = self.conns.get(sid)
             if conn is None:
@@ -338,8 +340,8 @@ class App:
                 if metered and not conn.commands.take():
                     raise CommandError(Err.RATE_LIMITED)
                 body = fn(self, conn, args)
-                if inspect.isawaitable(body):
-                    body = await body
+                if awaited:
+                    body = await body  # type: ignore[misc]
             except CommandError as exc:
                 rejected[f"{name}:{int(exc.code)}"] += 1
                 self.refused(conn, name, exc)
@@ -349,7 +351,7 @@ class App:
                 return envelope(Err.INTERNAL_ERROR)
             return body if body is OK_EMPTY else envelope(Err.OK, body)
 
-        if not inspect.iscoroutinefunction(fn):
+        if not awaited:
             self.delivery.fast_events[name] = lambda sid, args: run_now(handle(sid, *args))
         return handle
 
