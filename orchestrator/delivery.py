@@ -215,11 +215,11 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
     queue: MeteredQueue = self.queue
     sink = DirectSink.of(ws)
     writer = asyncio.ensure_future(_flush_waiting(queue, sink) if sink else _send_through_asgi(self, ws))
+    delivery: Delivery = server.delivery  # set with the fast paths (Delivery.__init__)
     inbox = None
-    delivery: Delivery | None = getattr(server, "delivery", None)
     if sink is not None:
         queue.sink = sink
-        inbox = delivery.inbox_for(self, sink.protocol) if delivery is not None else None
+        inbox = delivery.inbox_for(self, sink.protocol)
     timeout = server.ping_interval + server.ping_timeout
     limit = server.max_http_buffer_size
     while True:
@@ -235,8 +235,7 @@ async def _fast_websocket_handler(self: AsyncSocket, ws: Any) -> None:
         try:
             await self.receive(eio_packet.Packet(encoded_packet=data))
         except (eio_exceptions.UnknownPacketError, ValueError) as exc:  # not an Engine.IO packet
-            if delivery is not None:
-                delivery.on_malformed(self.sid, exc)
+            delivery.on_malformed(self.sid, exc)
         except eio_exceptions.SocketIsClosedError:
             break
         except Exception:

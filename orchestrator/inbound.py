@@ -20,12 +20,9 @@ ASGI receive `queue` and `close_sent`.
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
-
-log = logging.getLogger("orchestrator.inbound")
 
 PLACEHOLDER = {"_placeholder": True, "num": 0}
 # A binary event with one attachment in the default namespace: 45, attachments, "-", ack id, "[name",
@@ -43,22 +40,20 @@ class Inbox:
         "fast_names",
         "handle",
         "held",
-        "held_match",
         "limit",
         "protocol",
         "to_app",
         "waiting_attachment",
     )
 
-    def __init__(self, protocol: Any, handle: FastHandler, fast_names: frozenset[str] | set[str],
+    def __init__(self, protocol: Any, handle: FastHandler, fast_names: Container[str],
                  limit: int, waiting_attachment: Callable[[], bool]) -> None:
         self.protocol = protocol
         self.handle = handle
         self.fast_names = fast_names
         self.limit = limit
         self.waiting_attachment = waiting_attachment  # Socket.IO holds a header of its own
-        self.held: str | None = None  # a fast event's header, until its payload arrives
-        self.held_match: re.Match[str] | None = None
+        self.held: re.Match[str] | None = None  # a fast event's parsed header, until its payload arrives
         self.busy = False  # the reader is handling a message it took from the queue
         self.to_app: Callable[[], None] = protocol.send_receive_event_to_app
         protocol.send_receive_event_to_app = self.on_message
@@ -99,22 +94,20 @@ class Inbox:
         if match is None or match[2] not in self.fast_names or self.waiting_attachment():
             self.to_app()
             return
-        self.held, self.held_match = text, match
+        self.held = match
         protocol.frames = []
 
-    def _dispatch(self, header: str, payload: bytes) -> bool:
-        match = self.held_match
-        assert match is not None
+    def _dispatch(self, header: re.Match[str], payload: bytes) -> bool:
         try:
-            args = json.loads(header[match.end(1):])
+            args = json.loads(header.string[header.end(1):])
         except ValueError:
             return False
         if (type(args) is not list or len(args) < 2 or args[-1] != PLACEHOLDER
                 or any(isinstance(arg, dict | list) for arg in args[1:-1])):
             return False  # unusual shapes get Socket.IO's own decoding
         args[-1] = payload
-        return self.handle(args[0], args[1:], match[1])
+        return self.handle(args[0], args[1:], header[1])
 
-    def _release(self, header: str) -> None:
+    def _release(self, header: re.Match[str]) -> None:
         """Give a held header to the reader, as uvicorn would have."""
-        self.protocol.queue.put_nowait({"type": "websocket.receive", "text": header})
+        self.protocol.queue.put_nowait({"type": "websocket.receive", "text": header.string})

@@ -77,8 +77,8 @@ class DirectSink:
     def of(cls, ws: Any) -> DirectSink | None:
         """The sink behind an Engine.IO ASGI WebSocket wrapper, or None if its server is not uvicorn's."""
         protocol = getattr(getattr(ws, "asgi_send", None), "__self__", None)
-        if protocol is None or not all(hasattr(protocol, name) for name in
-                                       ("transport", "writable", "close_sent", "handshake_complete")):
+        needed = ("transport", "writable", "close_sent")
+        if protocol is None or not all(hasattr(protocol, name) for name in needed):
             return None
         return cls(protocol)
 

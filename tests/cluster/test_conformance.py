@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from rawclient import RawClient
 
 from orchestrator.client import OrchestratorClient, OrchestratorError
 
@@ -229,9 +231,6 @@ async def test_data_sent_right_after_leaving_waits_for_the_leave(pair, connect):
     """LeaveSession goes through the shared log, so the connection's reader awaits it; a SendData that
     arrives meanwhile (in the same segment, or while the store is slow) must wait for it rather than
     be handled on the spot, so nobody receives it."""
-    import redis.asyncio as aioredis
-    from rawclient import RawClient
-
     receiver = await connect(pair.a.url, "receiver")
     sender = await RawClient.connect(pair.a.ws_url)
     store = aioredis.from_url(pair.state)
