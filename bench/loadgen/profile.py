@@ -56,6 +56,8 @@ def top_frames(folded: Path, count: int = 15) -> dict:
     total = 0
     for line in folded.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if not n.isdigit():  # a line py-spy left unfinished when it was stopped
+            continue
         own[stack.rsplit(";", 1)[-1]] += int(n)
         total += int(n)
     if not total:
